@@ -1,0 +1,271 @@
+"""`pistop-mdns server`: advertise the music server and keep its clients informed.
+
+Registers `<instance>._pistop._tcp.local.` with the TXT fields derived from
+this host's configuration, runs the liveness channel on the advertised port,
+follows address changes, and on SIGTERM/SIGINT tells clients why it stops
+(TXT state and a channel notice), then withdraws the record (goodbye
+packets) and exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from pistop_mdns import SERVICE_TYPE, __version__, auth, channel, commands, mdns, statefile, txt
+from pistop_mdns.config import Config
+from pistop_mdns.executor import Runner
+from pistop_mdns.model import STATE_POWEROFF, STATE_RESTART, STATE_STOPPING, STATE_UP
+
+log = logging.getLogger(__name__)
+
+ADDRESS_POLL = 2.0
+SHUTDOWN_TARGETS = ("poweroff.target", "halt.target", "shutdown.target")
+BOOT_ID_FILE = "/proc/sys/kernel/random/boot_id"
+
+
+def boot_id() -> str:
+    try:
+        with open(BOOT_ID_FILE) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def own_unit() -> str | None:
+    """The systemd unit this process runs in, from its cgroup path."""
+    try:
+        with open("/proc/self/cgroup") as f:
+            for line in f:
+                last = line.strip().rsplit("/", 1)[-1]
+                if last.endswith(".service"):
+                    return last
+    except OSError:
+        pass
+    return None
+
+
+def parse_jobs(text: str) -> list[tuple[str, str]]:
+    """(unit, job type) pairs from `systemctl list-jobs --no-legend --plain`."""
+    jobs = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and parts[0].isdigit():
+            jobs.append((parts[1], parts[2]))
+    return jobs
+
+
+def stop_reason_from(jobs: list[tuple[str, str]], system_state: str, unit: str | None) -> str:
+    """Why we are being stopped, from the service manager's queued jobs (pure)."""
+    if any(u == "reboot.target" and t == "start" for u, t in jobs):
+        return STATE_STOPPING  # back in a minute, but the share goes away meanwhile
+    if any(u in SHUTDOWN_TARGETS and t == "start" for u, t in jobs):
+        return STATE_POWEROFF
+    if unit and any(u == unit and t in ("restart", "try-restart", "reload-or-restart") for u, t in jobs):
+        return STATE_RESTART
+    if system_state == "stopping":
+        return STATE_POWEROFF
+    return STATE_STOPPING
+
+
+def detect_stop_reason(runner: Runner) -> str:
+    if not os.path.isdir("/run/systemd/system"):
+        return STATE_STOPPING
+    jobs = runner.run(commands.systemctl_list_jobs(), timeout=2)
+    running = runner.run(commands.systemctl_is_system_running(), timeout=2)
+    return stop_reason_from(parse_jobs(jobs.out if jobs.ok else ""), running.out.strip(), own_unit())
+
+
+def ad_fields(cfg: Config, state: str, boot: str) -> dict[str, str]:
+    s = cfg.server
+    return {
+        "export": s.export,
+        "nfsvers": s.nfsvers,
+        "mpd_port": str(s.mpd_port),
+        "music": s.music,
+        "state": state,
+        "boot": boot,
+        "ver": __version__,
+    }
+
+
+class Server:
+    def __init__(self, cfg: Config, runner: Runner, *, config_args: list[str]):
+        self.cfg = cfg
+        self.runner = runner
+        self.config_args = config_args  # how to call our own CLI with the same configuration
+        self.key = auth.load_key(cfg.general.key_file, required=cfg.sources[("general", "key_file")] != "default")
+        self.ipv6 = cfg.general.ip_version == "all"
+        self.boot = boot_id()
+        self.state = STATE_UP
+        self.name = ""
+        self.advertiser = mdns.Advertiser(cfg.general.hostname, self.ipv6)
+        self.listener = channel.Listener(cfg.server.instance, self.key, cfg.server.heartbeat,
+                                         on_command=self._command, on_change=self._write_state)
+        self.stop = asyncio.Event()
+        self.since = time.time()
+
+    def _properties(self) -> dict[str, str]:
+        return txt.encode(ad_fields(self.cfg, self.state, self.boot), instance=txt.instance_of(self.name or
+                          f"{self.cfg.server.instance}.{SERVICE_TYPE}"), key=self.key, now=time.time())
+
+    def _addresses(self) -> list[str]:
+        return [i.address for i in mdns.local_interfaces(self.cfg.general.interfaces, self.ipv6)]
+
+    def _write_state(self) -> None:
+        try:
+            statefile.write(self.cfg.general.state_dir, "server", {
+                "role": "server", "name": self.name, "instance": txt.instance_of(self.name),
+                "addresses": self.advertiser.addresses, "port": self.cfg.server.port,
+                "state": self.state, "since": self.since, "txt": self._properties() if self.name else {},
+                "clients": self.listener.client_list(), "keyed": self.key is not None,
+            })
+        except OSError as e:
+            log.warning("cannot write the state file in %s: %s; fix: set general.state_dir",
+                        self.cfg.general.state_dir, e.strerror)
+
+    async def _wait_for_addresses(self) -> list[str]:
+        warned = False
+        while not self.stop.is_set():
+            addrs = self._addresses()
+            if addrs:
+                return addrs
+            if not warned:
+                names = ", ".join(self.cfg.general.interfaces) or "any interface"
+                log.warning("no IPv4 address on %s yet; waiting for the network", names)
+                warned = True
+            try:
+                await asyncio.wait_for(self.stop.wait(), ADDRESS_POLL)
+            except asyncio.TimeoutError:
+                pass
+        return []
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop.set)
+        addrs = await self._wait_for_addresses()
+        if not addrs:
+            return 0
+        try:
+            await self.listener.start(self.cfg.server.port)
+        except OSError as e:
+            log.error("cannot listen on TCP port %d: %s; fix: set another [server] port",
+                      self.cfg.server.port, e.strerror)
+            return 1
+        await self.advertiser.start(addrs)
+        try:
+            self.name = await self.advertiser.register(
+                SERVICE_TYPE, self.cfg.server.instance, self.cfg.server.port, self._properties())
+            s = self.cfg.server
+            log.info("%s: advertising %s on %s port %d: export %s%s, mpd port %d%s", self.cfg.general.hostname,
+                     self.name, ", ".join(addrs), s.port, s.export, f" (music {s.music})" if s.music else "",
+                     s.mpd_port, ", signed" if self.key else "")
+            if s.advertise_rsync:
+                await self.advertiser.register("_rsync._tcp.local.", s.instance, s.rsync_port, {})
+            control = await self._control_socket()
+            self._write_state()
+            statefile.sd_notify("READY=1\nSTATUS=advertising " + self.name)
+            await self._watch(addrs)
+            reason = self.listener.notice or self._stop_reason()
+            await self._announce(reason)
+            if control is not None:
+                control.close()
+        finally:
+            await self.advertiser.close()
+            await self.listener.close()
+            statefile.remove(self.cfg.general.state_dir, "server")
+        log.info("%s: withdrew %s (goodbye sent)", self.cfg.general.hostname, self.name)
+        return 0
+
+    def _stop_reason(self) -> str:
+        configured = self.cfg.server.stop_reason
+        return detect_stop_reason(self.runner) if configured == "auto" else configured
+
+    async def _announce(self, reason: str) -> None:
+        """Tell clients why we stop: over the channel first, then in TXT."""
+        if self.state == reason:
+            return
+        log.info("%s: stopping (%s): telling %d client(s)", self.cfg.general.hostname, reason,
+                 len(self.listener.clients))
+        self.state = reason
+        await self.listener.announce(reason)
+        await self.advertiser.update(self.name, self._properties())
+        self._write_state()
+
+    async def _watch(self, addrs: list[str]) -> None:
+        # With a key the TXT carries a timestamp clients check; refresh it well
+        # before it grows older than their allowed clock skew.
+        refresh = 150.0
+        last_refresh = time.monotonic()
+        while not self.stop.is_set():
+            try:
+                await asyncio.wait_for(self.stop.wait(), ADDRESS_POLL)
+                break
+            except asyncio.TimeoutError:
+                pass
+            now_addrs = self._addresses()
+            if now_addrs and sorted(now_addrs) != sorted(addrs):
+                log.info("%s: addresses changed %s -> %s; re-announcing", self.cfg.general.hostname,
+                         ", ".join(addrs), ", ".join(now_addrs))
+                addrs = now_addrs
+                await self.advertiser.readdress(addrs)
+                self._write_state()
+            if self.key is not None and time.monotonic() - last_refresh > refresh:
+                last_refresh = time.monotonic()
+                await self.advertiser.update(self.name, self._properties())
+
+    async def _control_socket(self):
+        """A root-only unix socket for `pistop-mdns shutdown` on this host."""
+        path = os.path.join(self.cfg.general.state_dir, "server.sock")
+        try:
+            os.makedirs(self.cfg.general.state_dir, exist_ok=True)
+            if os.path.exists(path):
+                os.unlink(path)
+            old = os.umask(0o177)
+            try:
+                return await asyncio.start_unix_server(self._control, path)
+            finally:
+                os.umask(old)
+        except OSError as e:
+            log.warning("no control socket at %s (%s): `pistop-mdns shutdown` cannot reach this server",
+                        path, e.strerror)
+            return None
+
+    async def _control(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            msg = await channel.read_message(reader, 5)
+            if msg.get("t") == "announce" and msg.get("reason") in (STATE_POWEROFF, STATE_RESTART, STATE_STOPPING):
+                await self._announce(msg["reason"])
+                wait = float(msg.get("wait", 30))
+                still = await self.listener.wait_clients_down(wait)
+                result = {"t": "result", "ok": not still, "still_up": [c.name for c in still],
+                          "clients": self.listener.client_list()}
+            else:
+                result = {"t": "result", "ok": False, "msg": "unknown request"}
+            writer.write(json.dumps(result).encode() + b"\n")
+            await writer.drain()
+        except (channel.ChannelError, OSError, ValueError) as e:
+            log.warning("control socket: %s", e)
+        finally:
+            writer.close()
+
+    async def _command(self, cmd: str, args: list[str], client: channel.ClientInfo) -> tuple[bool, str]:
+        if cmd != "shutdown":
+            return False, f"unknown command {cmd!r}"
+        argv = [sys.executable, "-m", "pistop_mdns", *self.config_args, "shutdown", *args]
+        log.info("%s: client %s asked for shutdown: running %s", self.cfg.general.hostname, client.name,
+                 " ".join(argv))
+        subprocess.Popen(argv, start_new_session=True, stdin=subprocess.DEVNULL)
+        return True, "shutdown started"
+
+
+def run(cfg: Config, *, config_args: list[str]) -> int:
+    runner = Runner(timeout=cfg.general.timeout)
+    return asyncio.run(Server(cfg, runner, config_args=config_args).run())

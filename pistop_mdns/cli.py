@@ -1,0 +1,165 @@
+"""The command line: parse, load the configuration, call actions/<verb>.run.
+
+Every configuration key is also a flag of the commands that use it (the flag
+wins over the file and the envdir). Exit statuses: 0 ok, 1 not found or
+failed, 2 usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Callable
+
+import click
+
+from pistop_mdns import __version__, config, derive, logs
+from pistop_mdns.config import KEYS, ConfigError
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def config_options(*sections: str, exclude: tuple[str, ...] = ()) -> Callable:
+    """Add one flag per configuration key of `sections` (typed from the schema)."""
+
+    def decorate(f: Callable) -> Callable:
+        for key in reversed([k for k in KEYS if k.section in sections and k.name not in exclude]):
+            dest = f"cfg__{key.section}__{key.name}"
+            help_text = f"[{key.section}] {key.name}: {key.help}"
+            if key.kind == "bool":
+                opt = click.option(f"{key.flag}/--no-{key.flag[2:]}", dest, default=None, help=help_text)
+            else:
+                metavar = {"int": "N", "float": "SECONDS" if "time" in key.name or key.name.endswith(
+                    ("hold", "grace", "wait", "heartbeat", "window", "settle")) else "X",
+                           "list": "A,B"}.get(key.kind, "TEXT")
+                if key.choices:
+                    metavar = "|".join(key.choices)
+                opt = click.option(key.flag, dest, default=None, metavar=metavar, help=help_text)
+            f = opt(f)
+        return f
+
+    return decorate
+
+
+def _flags(kwargs: dict[str, Any]) -> dict[tuple[str, str], Any]:
+    flags = {}
+    for name in [n for n in kwargs if n.startswith("cfg__")]:
+        value = kwargs.pop(name)
+        if value is not None:
+            _, section, key = name.split("__", 2)
+            flags[(section, key)] = value
+    return flags
+
+
+def load(ctx: click.Context, kwargs: dict[str, Any], role: str | None = None) -> config.Config:
+    """The effective configuration for this command; exit 2 with the reason on error."""
+    try:
+        cfg = config.load(ctx.obj["config"], ctx.obj["envdir"], _flags(kwargs))
+        if role == "server":
+            cfg = derive.server(cfg)
+        elif role == "client":
+            cfg = derive.client(cfg)
+        else:
+            cfg = derive.general(cfg)
+        return cfg
+    except ConfigError as e:
+        fail(str(e), 2)
+
+
+def fail(message: str, status: int) -> None:
+    click.echo(f"pistop-mdns: error: {message}", err=True)
+    sys.exit(status)
+
+
+def config_args(ctx: click.Context) -> list[str]:
+    """The global options that reproduce this configuration in a child process."""
+    args = []
+    if ctx.obj["config"]:
+        args += ["--config", ctx.obj["config"]]
+    if ctx.obj["envdir"]:
+        args += ["--envdir", ctx.obj["envdir"]]
+    return args
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(__version__, "-V", "--version", prog_name="pistop-mdns")
+@click.option("--config", "-c", "config_path", metavar="PATH", default=None,
+              help=f"Configuration file (default: {config.DEFAULT_CONFIG} when it exists).")
+@click.option("--envdir", metavar="DIR", default=None,
+              help="pistop-style variables directory (e.g. /service/fclient) to take settings from.")
+@click.option("--log-level", type=click.Choice(logs.LEVELS), default="info", show_default=True,
+              help="How much to log (to stderr; journald keeps it under systemd).")
+@click.pass_context
+def main(ctx: click.Context, config_path: str | None, envdir: str | None, log_level: str) -> None:
+    """Start and stop a house of music players together, with no IP address typed anywhere.
+
+    Run `server` on the music server and `client` on every room's board; `browse`
+    shows what the LAN offers. See `man pistop-mdns`.
+    """
+    logs.setup(log_level)
+    ctx.obj = {"config": config_path, "envdir": envdir, "log_level": log_level}
+
+
+@main.command("server")
+@config_options("general", "server")
+@click.pass_context
+def server_command(ctx: click.Context, **kwargs: Any) -> None:
+    """Advertise this host's music share over mDNS and serve the liveness channel."""
+    from pistop_mdns.actions import server
+
+    cfg = load(ctx, kwargs, "server")
+    sys.exit(server.run(cfg, config_args=config_args(ctx)))
+
+
+@main.command("browse")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (with --watch: one object per event).")
+@click.option("--watch", is_flag=True, help="Print added/updated/removed events until interrupted.")
+@click.option("--timeout", type=float, default=None, metavar="SECONDS",
+              help="How long to look (default 3; with --watch: until interrupted).")
+@config_options("general", exclude=("timeout", "state_dir", "service_manager", "service_dir", "hostname"))
+@click.pass_context
+def browse_command(ctx: click.Context, as_json: bool, watch: bool, timeout: float | None, **kwargs: Any) -> None:
+    """List the pistop music servers on the LAN (exit 1 when none is found)."""
+    from pistop_mdns.actions import browse
+
+    cfg = load(ctx, kwargs)
+    if timeout is None and not watch:
+        timeout = 3.0
+    sys.exit(browse.run(cfg, timeout=timeout, as_json=as_json, watch=watch))
+
+
+@main.group("config")
+def config_group() -> None:
+    """Show, check or print an example of the configuration."""
+
+
+@config_group.command("show")
+@click.option("--role", type=click.Choice(["server", "client", "none"]), default="none",
+              help="Also derive the values this role fills in at start-up.")
+@config_options("general", "server", "client", "notify", "backup", "update", "shutdown")
+@click.pass_context
+def config_show(ctx: click.Context, role: str, **kwargs: Any) -> None:
+    """Print the effective configuration as TOML, each value with where it came from."""
+    cfg = load(ctx.parent, kwargs, None if role == "none" else role)
+    click.echo(config.show(cfg))
+
+
+@config_group.command("check")
+@click.option("--role", type=click.Choice(["server", "client", "none"]), default="none",
+              help="Also check that this role's derived values can be found.")
+@click.pass_context
+def config_check(ctx: click.Context, role: str) -> None:
+    """Validate the configuration (exit 2 with the reason when it is wrong)."""
+    load(ctx.parent, {}, None if role == "none" else role)
+    where = ctx.parent.obj["config"] or (config.DEFAULT_CONFIG if __import__("os").path.exists(
+        config.DEFAULT_CONFIG) else "defaults")
+    click.echo(f"configuration ok ({where})")
+
+
+@config_group.command("example")
+def config_example() -> None:
+    """Print a configuration file with every key, commented out, at its default."""
+    click.echo(config.example())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,283 @@
+"""The only module that talks to python-zeroconf (and netifaces).
+
+- `local_interfaces()`: this host's usable interfaces and addresses.
+- `Advertiser`: registers a service, updates it, withdraws it with goodbyes.
+- `Browser`: browses `_pistop._tcp`, resolves records, validates their TXT
+  and hands `Found` / `Lost` / `Rejected` to a callback in the event loop.
+
+Works unchanged with Debian 12's zeroconf 0.47.3 and the newest release:
+`server=` is always passed, received TXT bytes are decoded in txt.py,
+handlers use the exact keyword names zeroconf calls them with, request
+timeouts are in milliseconds, and no newer-only argument is used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from ipaddress import ip_interface
+from typing import Callable
+
+import netifaces
+from zeroconf import IPVersion, ServiceStateChange
+from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
+
+from pistop_mdns import SERVICE_TYPE, txt
+from pistop_mdns.model import ServerAd
+
+log = logging.getLogger(__name__)
+
+RESOLVE_TIMEOUT_MS = 3000
+_IFF_UP = 0x1
+
+
+@dataclass(frozen=True)
+class Interface:
+    name: str
+    address: str
+    network: str  # "198.18.0.12/24"
+
+
+def _is_up(name: str) -> bool:
+    try:
+        with open(f"/sys/class/net/{name}/flags") as f:
+            return bool(int(f.read().strip(), 16) & _IFF_UP)
+    except (OSError, ValueError):
+        return True  # no sysfs (another OS): trust that it has an address
+
+
+def local_interfaces(names: list[str] | tuple[str, ...] = (), ipv6: bool = False) -> list[Interface]:
+    """Addresses of the named interfaces, or of every interface that is up and
+    not loopback. IPv6 link-local addresses are left out (they need a scope)."""
+    found: list[Interface] = []
+    for name in netifaces.interfaces():
+        if names and name not in names:
+            continue
+        if not names and (name == "lo" or not _is_up(name)):
+            continue
+        addrs = netifaces.ifaddresses(name)
+        for a in addrs.get(netifaces.AF_INET, []):
+            if "addr" in a and not a["addr"].startswith("127."):
+                mask = a.get("netmask", "255.255.255.255")
+                found.append(Interface(name, a["addr"], str(ip_interface(f"{a['addr']}/{mask}").network)))
+        if ipv6:
+            for a in addrs.get(netifaces.AF_INET6, []):
+                addr = a.get("addr", "").split("%")[0]
+                if addr and not addr.startswith("fe80") and addr != "::1":
+                    prefix = a.get("netmask", "/128").split("/")[-1]
+                    prefix = prefix if prefix.isdigit() else "128"
+                    found.append(Interface(name, addr, str(ip_interface(f"{addr}/{prefix}").network)))
+    return found
+
+
+def _zeroconf(addresses: list[str], ipv6: bool) -> AsyncZeroconf:
+    return AsyncZeroconf(
+        interfaces=addresses,
+        ip_version=IPVersion.All if ipv6 else IPVersion.V4Only,
+    )
+
+
+# ---------------------------------------------------------------- advertising
+
+
+class Advertiser:
+    """One host's registrations: the `_pistop._tcp` service and optional extras."""
+
+    def __init__(self, hostname: str, ipv6: bool = False):
+        self.hostname = hostname
+        self.ipv6 = ipv6
+        self._zc: AsyncZeroconf | None = None
+        self._infos: list[AsyncServiceInfo] = []
+        self.addresses: list[str] = []
+
+    def _info(self, type_: str, instance: str, port: int, properties: dict[str, str]) -> AsyncServiceInfo:
+        return AsyncServiceInfo(
+            type_,
+            f"{instance}.{type_}",
+            port=port,
+            properties=properties,
+            server=f"{self.hostname}.local.",
+            parsed_addresses=self.addresses,
+        )
+
+    async def start(self, addresses: list[str]) -> None:
+        self.addresses = list(addresses)
+        self._zc = _zeroconf(self.addresses, self.ipv6)
+
+    async def register(self, type_: str, instance: str, port: int, properties: dict[str, str]) -> str:
+        """Register a service; returns its name, renamed per RFC 6762 if taken."""
+        assert self._zc is not None
+        info = self._info(type_, instance, port, properties)
+        wanted = info.name
+        await (await self._zc.async_register_service(info, allow_name_change=True))
+        if info.name != wanted:
+            log.warning("the name %s is already taken on the LAN; advertising as %s",
+                        txt.instance_of(wanted) if type_ == SERVICE_TYPE else wanted,
+                        txt.instance_of(info.name) if type_ == SERVICE_TYPE else info.name)
+        self._infos.append(info)
+        return info.name
+
+    async def update(self, name: str, properties: dict[str, str]) -> None:
+        """Send changed TXT for `name` as an update of the same service."""
+        assert self._zc is not None
+        for i, old in enumerate(self._infos):
+            if old.name == name:
+                info = AsyncServiceInfo(old.type, old.name, port=old.port, properties=properties,
+                                        server=old.server, parsed_addresses=self.addresses)
+                self._infos[i] = info
+                await (await self._zc.async_update_service(info))
+                return
+        raise KeyError(name)
+
+    async def readdress(self, addresses: list[str]) -> None:
+        """The host's addresses changed (DHCP): re-announce every service on them.
+
+        zeroconf's sockets are bound to the old addresses, so a new instance is
+        made. The old one is closed *without* goodbyes (they would make every
+        client tear down); the new one announces the same names with the new
+        address records, which replace the old ones in the clients' caches.
+        """
+        assert self._zc is not None
+        old = self._zc
+        for info in self._infos:
+            old.zeroconf.registry.async_remove(info)
+        await old.async_close()
+        self.addresses = list(addresses)
+        self._zc = _zeroconf(self.addresses, self.ipv6)
+        infos, self._infos = self._infos, []
+        for info in infos:
+            fresh = AsyncServiceInfo(info.type, info.name, port=info.port, properties=info.properties,
+                                     server=info.server, parsed_addresses=self.addresses)
+            # Our own name: no probing against ourselves, announce right away.
+            await (await self._zc.async_register_service(fresh, cooperating_responders=True))
+            self._infos.append(fresh)
+
+    async def withdraw(self) -> None:
+        """Unregister everything: goodbye packets (TTL 0) go out now."""
+        if self._zc is None:
+            return
+        for info in self._infos:
+            await (await self._zc.async_unregister_service(info))
+        self._infos = []
+
+    async def close(self) -> None:
+        if self._zc is not None:
+            await self.withdraw()
+            await self._zc.async_close()
+            self._zc = None
+
+
+# ---------------------------------------------------------------- browsing
+
+
+@dataclass(frozen=True)
+class Found:
+    ad: ServerAd
+    added: bool  # False: an update of a record already reported
+    properties: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Lost:
+    name: str
+
+
+BrowseEvent = Found | Lost | txt.Rejected
+
+
+class Browser:
+    """Browses `_pistop._tcp` and reports validated records to `on_event`.
+
+    The zeroconf handler only starts a resolve task; `on_event` is called in
+    the event loop and must not block. Each record name is warned about once
+    while it stays invalid.
+    """
+
+    def __init__(
+        self,
+        on_event: Callable[[BrowseEvent], None],
+        *,
+        key: bytes | None = None,
+        max_skew: float = 600.0,
+        ipv6: bool = False,
+        now: Callable[[], float] | None = None,
+    ):
+        self.on_event = on_event
+        self.key = key
+        self.max_skew = max_skew
+        self.ipv6 = ipv6
+        self.now = now or time.time
+        self._zc: AsyncZeroconf | None = None
+        self._browser: AsyncServiceBrowser | None = None
+        self._tasks: dict[str, asyncio.Task] = {}
+        self._reported: set[str] = set()
+        self._warned: set[str] = set()
+
+    async def start(self, addresses: list[str]) -> None:
+        self._zc = _zeroconf(addresses, self.ipv6)
+        self._browser = AsyncServiceBrowser(self._zc.zeroconf, SERVICE_TYPE, handlers=[self._on_change])
+
+    async def restart(self, addresses: list[str]) -> None:
+        """New local addresses: browse again on them (records are re-reported)."""
+        await self.close()
+        await self.start(addresses)
+
+    def _on_change(self, zeroconf, service_type, name, state_change) -> None:  # noqa: ARG002
+        old = self._tasks.pop(name, None)
+        if old is not None:
+            old.cancel()
+        if state_change is ServiceStateChange.Removed:
+            if name in self._reported:
+                self._reported.discard(name)
+                self.on_event(Lost(name))
+            return
+        self._tasks[name] = asyncio.ensure_future(self._resolve(name))
+
+    async def _resolve(self, name: str) -> None:
+        assert self._zc is not None
+        info = AsyncServiceInfo(SERVICE_TYPE, name)
+        if not await info.async_request(self._zc.zeroconf, RESOLVE_TIMEOUT_MS):
+            log.debug("could not resolve %s in %d ms", name, RESOLVE_TIMEOUT_MS)
+            return
+        self._tasks.pop(name, None)
+        result = txt.parse(
+            name,
+            info.properties or {},
+            addresses=info.parsed_addresses(),
+            port=info.port,
+            host=info.server or "",
+            key=self.key,
+            now=self.now(),
+            max_skew=self.max_skew,
+            ipv6=self.ipv6,
+        )
+        if isinstance(result, txt.Rejected):
+            if name not in self._warned:
+                self._warned.add(name)
+                log.warning("ignoring %s: %s", name, result.reason)
+            self.on_event(result)
+            return
+        self._warned.discard(name)
+        added = name not in self._reported
+        self._reported.add(name)
+        props = {_text(k): _text(v) for k, v in (info.properties or {}).items()}
+        self.on_event(Found(result, added, props))
+
+    async def close(self) -> None:
+        for task in self._tasks.values():
+            task.cancel()
+        self._tasks.clear()
+        if self._browser is not None:
+            await self._browser.async_cancel()
+            self._browser = None
+        if self._zc is not None:
+            await self._zc.async_close()
+            self._zc = None
+
+
+def _text(value: bytes | str | None) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value or ""

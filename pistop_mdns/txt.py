@@ -1,0 +1,218 @@
+"""TXT records (RFC 6763 section 6) <-> ServerAd, with strict validation.
+
+`parse` takes whatever arrived from the network (keys and values as bytes or
+str, values possibly None) and returns either a `ServerAd` or a `Rejected`
+that says why, in words for one log line. It never raises: a record that
+fails validation is never acted on.
+
+Keys (protocol 1): txtvers, proto, export, nfsvers, mpd_port, music, state,
+boot, ver; with a key also ts (unix time) and mac (HMAC-SHA256, see auth.py).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from pistop_mdns import PROTOCOL, SERVICE_TYPE, auth
+from pistop_mdns.model import SERVER_STATES, ServerAd
+
+TXTVERS = "1"
+# RFC 6763 6.2: a TXT record should stay well under 1300 bytes to fit one
+# packet; ours is about 250. Anything bigger is not ours.
+MAX_TXT_BYTES = 1300
+NFS_VERSIONS = ("3", "4", "4.0", "4.1", "4.2")
+
+# Paths end up in mount(8) and autofs map lines and in mpd.conf: no white
+# space, no quotes, no option-looking or parent-directory tricks.
+_SAFE_PATH = re.compile(r"[A-Za-z0-9._@+,:=~/-]*\Z")
+_BOOT = re.compile(r"[A-Za-z0-9-]{0,64}\Z")
+_VERSION = re.compile(r"[A-Za-z0-9.+~_-]{0,32}\Z")
+
+
+@dataclass(frozen=True)
+class Rejected:
+    name: str
+    reason: str
+
+
+def instance_of(name: str) -> str:
+    suffix = "." + SERVICE_TYPE
+    return name[: -len(suffix)] if name.endswith(suffix) else name
+
+
+def _mac_parts(instance: str, fields: Mapping[str, str]) -> tuple[str, ...]:
+    canonical = "\n".join(f"{k}={fields[k]}" for k in sorted(fields) if k != "mac")
+    return ("pistop-mdns txt 1", instance, canonical)
+
+
+def encode(fields: Mapping[str, str], *, instance: str, key: bytes | None, now: float) -> dict[str, str]:
+    """The TXT properties for `fields`; with a key, stamped and MACed."""
+    out = {"txtvers": TXTVERS, "proto": str(PROTOCOL)}
+    out.update({k: str(v) for k, v in fields.items()})
+    if key is not None:
+        out["ts"] = str(int(now))
+        out["mac"] = auth.mac(key, *_mac_parts(instance, out))
+    return out
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        return value.decode("utf-8")  # UnicodeDecodeError is handled by parse()
+    return str(value)
+
+
+def _check_path(key: str, value: str, *, absolute: bool) -> str | None:
+    if len(value) > 255:
+        return f"{key} is longer than 255 characters"
+    if not _SAFE_PATH.match(value):
+        return f"{key}={value!r} has characters a path here may not have"
+    if absolute and not value.startswith("/"):
+        return f"{key}={value!r} is not an absolute path"
+    if not absolute and value.startswith("/"):
+        return f"{key}={value!r} must be relative to the export"
+    parts = value.split("/")
+    if ".." in parts:
+        return f"{key}={value!r} contains '..'"
+    if any(p.startswith("-") for p in parts):
+        return f"{key}={value!r} has a part starting with '-'"
+    if "//" in value:
+        return f"{key}={value!r} contains '//'"
+    return None
+
+
+def parse(
+    name: str,
+    properties: Mapping[Any, Any],
+    *,
+    addresses: list[str] | tuple[str, ...],
+    port: int,
+    host: str,
+    key: bytes | None = None,
+    now: float | None = None,
+    max_skew: float = 600.0,
+    ipv6: bool = False,
+) -> ServerAd | Rejected:
+    """Validate one resolved record; see the module docstring."""
+    try:
+        return _parse(name, properties, addresses, port, host, key, now, max_skew, ipv6)
+    except UnicodeDecodeError:
+        return Rejected(name, "TXT is not UTF-8")
+    except Exception as e:  # the boundary: nothing from the network may crash us
+        return Rejected(name, f"unreadable record ({type(e).__name__}: {e})")
+
+
+def _parse(name, properties, addresses, port, host, key, now, max_skew, ipv6):
+    size = sum(len(_text(k) or "") + len(_text(v) or "") + 2 for k, v in properties.items())
+    if size > MAX_TXT_BYTES:
+        return Rejected(name, f"TXT is {size} bytes, more than {MAX_TXT_BYTES}")
+    fields: dict[str, str | None] = {}
+    for k, v in properties.items():
+        k = _text(k).lower()
+        if k in fields:
+            return Rejected(name, f"TXT key {k!r} appears twice")
+        fields[k] = _text(v)
+    if any(ch in (v or "") for v in fields.values() for ch in "\0\n\r"):
+        return Rejected(name, "TXT value contains a control character")
+
+    def need(k: str) -> str:
+        v = fields.get(k)
+        if v is None:
+            raise _Missing(k)
+        return v
+
+    try:
+        if need("txtvers") != TXTVERS:
+            return Rejected(name, f"txtvers={fields['txtvers']!r}, this version reads {TXTVERS}")
+        proto_text = need("proto")
+        if not proto_text.isdigit():
+            return Rejected(name, f"proto={proto_text!r} is not a number")
+        proto = int(proto_text)
+        if proto > PROTOCOL:
+            return Rejected(
+                name, f"speaks protocol {proto}, this client {PROTOCOL}: upgrade pistop-mdns here"
+            )
+        export = need("export")
+        mpd_port_text = need("mpd_port")
+        state = need("state")
+    except _Missing as m:
+        return Rejected(name, f"TXT has no {m.args[0]}=")
+
+    problem = _check_path("export", export, absolute=True)
+    if problem:
+        return Rejected(name, problem)
+    music = fields.get("music") or ""
+    problem = _check_path("music", music, absolute=False)
+    if problem:
+        return Rejected(name, problem)
+    if not mpd_port_text.isdigit() or not 1 <= int(mpd_port_text) <= 65535:
+        return Rejected(name, f"mpd_port={mpd_port_text!r} is not a port number")
+    if state not in SERVER_STATES:
+        return Rejected(name, f"state={state!r} is not one of {', '.join(SERVER_STATES)}")
+    nfsvers = fields.get("nfsvers") or "4"
+    if nfsvers not in NFS_VERSIONS:
+        return Rejected(name, f"nfsvers={nfsvers!r} is not one of {', '.join(NFS_VERSIONS)}")
+    boot = fields.get("boot") or ""
+    if not _BOOT.match(boot):
+        return Rejected(name, f"boot={boot!r} is not a boot id")
+    version = fields.get("ver") or ""
+    if not _VERSION.match(version):
+        return Rejected(name, f"ver={version!r} is not a version")
+    if not isinstance(port, int) or not 1 <= port <= 65535:
+        return Rejected(name, f"SRV port {port!r} is not a port number")
+
+    instance = instance_of(name)
+    authenticated = False
+    if key is not None:
+        given_mac, ts = fields.get("mac"), fields.get("ts")
+        if not given_mac or not ts:
+            return Rejected(name, "record is not signed, but a key is configured (wrong or no key on the server?)")
+        if not auth.verify(key, given_mac, *_mac_parts(instance, fields)):
+            return Rejected(name, "MAC does not match: the server has another key, or the record was forged")
+        if not ts.isdigit():
+            return Rejected(name, f"ts={ts!r} is not a time")
+        if now is not None and abs(int(ts) - now) > max_skew:
+            return Rejected(
+                name,
+                f"signed {int(now) - int(ts):+d} s from this host's clock (limit {max_skew:g} s): "
+                f"check the clocks (NTP) of both hosts",
+            )
+        authenticated = True
+
+    usable = []
+    for a in addresses:
+        ip = ipaddress.ip_address(str(a).split("%")[0])
+        if ip.version == 4 or ipv6:
+            usable.append(str(a))
+    if not usable:
+        return Rejected(name, "record has no usable address")
+    usable.sort(key=lambda a: (":" in a, a))
+
+    known = {"txtvers", "proto", "export", "nfsvers", "mpd_port", "music", "state",
+             "boot", "ver", "ts", "mac"}
+    extra = tuple(sorted((k, v or "") for k, v in fields.items() if k not in known))
+    return ServerAd(
+        name=name,
+        instance=instance,
+        host=host,
+        addresses=tuple(usable),
+        port=port,
+        export=export,
+        nfsvers=nfsvers,
+        mpd_port=int(mpd_port_text),
+        music=music,
+        state=state,
+        boot=boot,
+        version=version,
+        proto=proto,
+        authenticated=authenticated,
+        extra=extra,
+    )
+
+
+class _Missing(Exception):
+    pass
