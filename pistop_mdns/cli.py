@@ -110,6 +110,31 @@ def server_command(ctx: click.Context, **kwargs: Any) -> None:
     sys.exit(server.run(cfg, config_args=config_args(ctx)))
 
 
+@main.command("client")
+@click.option("--dry-run", is_flag=True, help="Log each plan step instead of carrying it out.")
+@config_options("general", "client", "notify")
+@click.pass_context
+def client_command(ctx: click.Context, dry_run: bool, **kwargs: Any) -> None:
+    """Follow a music server: mount its share, point mpd at it, tear down when it goes."""
+    from pistop_mdns.actions import client
+
+    cfg = load(ctx, kwargs, "client")
+    sys.exit(client.run(cfg, dry_run=dry_run))
+
+
+@main.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@config_options("general", exclude=("hostname", "interfaces", "ip_version", "key_file", "service_manager",
+                                    "service_dir", "timeout"))
+@click.pass_context
+def status_command(ctx: click.Context, as_json: bool, **kwargs: Any) -> None:
+    """Show the running client's state (or the server's clients); exit 0 up, 1 not up, 2 none runs."""
+    from pistop_mdns.actions import status
+
+    cfg = load(ctx, kwargs)
+    sys.exit(status.run(cfg, as_json=as_json))
+
+
 @main.command("browse")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (with --watch: one object per event).")
 @click.option("--watch", is_flag=True, help="Print added/updated/removed events until interrupted.")

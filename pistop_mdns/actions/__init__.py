@@ -1,0 +1,1 @@
+"""One module per command verb; each exposes `run(cfg, ...) -> exit status`."""
