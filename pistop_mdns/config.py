@@ -68,6 +68,9 @@ KEYS: tuple[Key, ...] = (
     _k("general", "key_file", "str", "/etc/pistop-mdns/key",
        "Pre-shared key written by `pistop-mdns keygen`; used when the file exists. With "
        "a key, clients act only on servers that prove they know it."),
+    _k("general", "max_clock_skew", "float", 600.0,
+       "With a key: seconds a server's signed record may differ from this host's clock "
+       "(keep clocks right with NTP).", minimum=10, maximum=86400),
     _k("general", "state_dir", "str", "/run/pistop-mdns",
        "Where the running server or client keeps its state file (read by `status`)."),
     _k("general", "service_manager", "str", "auto",
@@ -129,6 +132,9 @@ KEYS: tuple[Key, ...] = (
        "Key of the share's entry in the map (default: its only entry, else MDrive)."),
     _k("client", "autofs_options", "str", "fstype=nfs,vers=4,soft,timeo=5,retry=1",
        "Options written into the autofs map entry."),
+    _k("client", "autofs_location", "str", "{address}:{export}",
+       "Location written into the autofs map entry; {address}, {export} and {host} are "
+       "filled in from the record."),
     _k("client", "ready_marker", "str", "",
        "Path inside the share that must exist before mpd starts (pistop used "
        "data/stats.db; default: the server's music directory, and a non-empty share)."),

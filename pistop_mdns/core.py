@@ -90,6 +90,7 @@ class Settings:
     mount_fstype: str = "nfs4"
     mount_options: str = "soft,timeo=5,retry=1"
     mount_source: str = "{address}:{export}"
+    autofs_location: str = "{address}:{export}"
     ready_marker: str = ""
     power_off: bool = False
     force_umount: bool = False
@@ -282,10 +283,10 @@ def _mount_steps(ad: ServerAd, address: str, s: Settings) -> list[Action]:
     marker = ready_marker(ad, s)
     if s.mount_mode == "mpd":
         return [WaitReady(s.mountpoint, marker, nfs_url=nfs_url(ad, address))]
-    location = f"{_url_host(address)}:{ad.export}"
+    fill = {"address": _url_host(address), "export": ad.export, "host": ad.host.rstrip(".")}
     if s.mount_mode == "autofs":
-        return [PointAutofs(location), EnsureAutofs(), WaitReady(s.mountpoint, marker)]
-    source = s.mount_source.format(address=_url_host(address), export=ad.export, host=ad.host.rstrip("."))
+        return [PointAutofs(s.autofs_location.format(**fill)), EnsureAutofs(), WaitReady(s.mountpoint, marker)]
+    source = s.mount_source.format(**fill)
     return [
         Mount(source, s.mountpoint, s.mount_fstype, s.mount_options),
         WaitReady(s.mountpoint, marker),

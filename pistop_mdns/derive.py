@@ -100,9 +100,22 @@ def server(cfg: Config) -> Config:
     return cfg
 
 
+def _check_template(cfg: Config, name: str) -> None:
+    template = getattr(cfg.client, name)
+    try:
+        template.format(address="198.18.0.11", export="/srv/music", host="musicpi")
+    except (KeyError, IndexError, ValueError) as e:
+        raise ConfigError(
+            f"{cfg.sources[('client', name)]}: [client] {name}: {template!r} is not a valid template "
+            f"({type(e).__name__}: {e}); fix: use only {{address}}, {{export}} and {{host}}"
+        ) from None
+
+
 def client(cfg: Config) -> Config:
     cfg = general(cfg)
     c = cfg.client
+    for name in ("mount_source", "autofs_location"):
+        _check_template(cfg, name)
     if c.mount_mode == "autofs":
         cfg = _autofs(cfg)
     if cfg.client.mountpoint is None:

@@ -84,7 +84,7 @@ async def browse(cfg: Config, *, timeout: float | None, as_json: bool, watch: bo
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    browser = mdns.Browser(on_event, key=key, ipv6=ipv6)
+    browser = mdns.Browser(on_event, key=key, ipv6=ipv6, max_skew=cfg.general.max_clock_skew)
     await browser.start(addrs)
     try:
         await asyncio.wait_for(stop.wait(), timeout)

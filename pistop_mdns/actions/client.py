@@ -46,6 +46,7 @@ def settings(cfg: Config, networks: tuple[str, ...], keyed: bool) -> core.Settin
         mount_fstype=c.mount_fstype,
         mount_options=c.mount_options,
         mount_source=c.mount_source,
+        autofs_location=c.autofs_location,
         ready_marker=c.ready_marker,
         power_off=c.power_off,
         force_umount=c.force_umount,
@@ -82,7 +83,8 @@ class Client:
             on_lost=lambda n: self._put(ChannelLost(time.monotonic(), n)),
             on_notice=lambda n, r, a: self._put(ServerNotice(time.monotonic(), n, r, a)),
         )
-        self.browser = mdns.Browser(self._on_browse, key=key, ipv6=self.ipv6)
+        self.browser = mdns.Browser(self._on_browse, key=key, ipv6=self.ipv6,
+                                    max_skew=cfg.general.max_clock_skew)
         self.loop: asyncio.AbstractEventLoop | None = None
 
     def _put(self, event) -> None:
