@@ -118,6 +118,7 @@ class Known:
     gone_at: float | None = None
     announced: str | None = None  # restart, stopping or poweroff
     announced_auth: bool = False
+    announced_at: float | None = None
     channel_up: bool = False
     last_heard: float | None = None  # any channel message; None: never connected
     dead: bool = False
@@ -185,7 +186,7 @@ def _is_candidate(k: Known, state: State, at: float, s: Settings) -> tuple[bool,
         return False, "record withdrawn"
     if k.dead:
         return False, "silent on the channel"
-    if k.ad.state != STATE_UP or k.announced in (STATE_STOPPING, STATE_POWEROFF):
+    if k.ad.state != STATE_UP or k.announced is not None:
         return False, f"state {k.announced or k.ad.state}"
     if s.pin and s.pin.lower() not in (k.ad.instance.lower(), k.ad.name.lower()):
         return False, f"pinned to {s.pin}"
@@ -202,8 +203,13 @@ def _target(state: State, at: float, s: Settings) -> _Target:
         if s.teardown_on_exit:
             return _Target(None, "the client is stopping")
         return _Target(state.servers.get(state.following) if state.following else None)
-    if state.following is not None and state.following in state.servers:
-        k = state.servers[state.following]
+    following = state.servers.get(state.following) if state.following else None
+    if following is not None and (state.applied is None or not state.healthy) \
+            and not _is_candidate(following, state, at, s)[0]:
+        # Not set up for it (yet, or any more): it has to qualify like any other.
+        following = None
+    if following is not None:
+        k = following
         if k.announced == STATE_POWEROFF:
             power_off = s.power_off and (k.announced_auth or not s.keyed)
             return _Target(None, f"server {_short(k)} is powering off", power_off)
@@ -215,12 +221,13 @@ def _target(state: State, at: float, s: Settings) -> _Target:
                 f"server {_short(k)} silent for {s.dead_time:g} s (crashed or unplugged)",
                 s.power_off and s.poweroff_on_crash,
             )
+        if k.announced == STATE_RESTART:
+            since = k.announced_at if k.announced_at is not None else at
+            if at - since < s.restart_grace:
+                return _Target(k)
+            return _Target(None, f"server {_short(k)} did not return within {s.restart_grace:g} s")
         if k.present_since is None:
             gone = k.gone_at if k.gone_at is not None else at
-            if k.announced == STATE_RESTART:
-                if at - gone < s.restart_grace:
-                    return _Target(k)
-                return _Target(None, f"server {_short(k)} did not return within {s.restart_grace:g} s")
             if _channel_alive(k, at, s):
                 return _Target(k)
             if at - gone < s.gone_hold:
@@ -243,8 +250,8 @@ def next_deadline(state: State, s: Settings) -> float | None:
             times.append(k.last_heard + s.dead_time)
         if k.present_since is None and k.gone_at is not None:
             times.append(k.gone_at + s.gone_hold)
-            if k.announced == STATE_RESTART:
-                times.append(k.gone_at + s.restart_grace)
+        if k.announced == STATE_RESTART and k.announced_at is not None:
+            times.append(k.announced_at + s.restart_grace)
         torn = state.torn_down_at.get(k.ad.name)
         if torn is not None and k.present_since is not None:
             times.append(min(torn + s.flap_window, k.present_since + s.flap_settle))
@@ -390,8 +397,9 @@ def _observe(state: State, event: Event, s: Settings, notes: list[str]) -> State
         old = servers.get(ad.name)
         announced = None if ad.state == STATE_UP else ad.state
         if old is None:
-            servers[ad.name] = Known(ad, first_seen=at, present_since=at,
-                                     announced=announced, announced_auth=ad.authenticated)
+            servers[ad.name] = Known(ad, first_seen=at, present_since=at, announced=announced,
+                                     announced_auth=ad.authenticated,
+                                     announced_at=at if announced else None)
             addr = ", ".join(ad.addresses)
             if state.following and state.following != ad.name:
                 notes.append(f"{s.hostname}: server {ad.instance} ({addr}) appeared; staying with "
@@ -400,11 +408,12 @@ def _observe(state: State, event: Event, s: Settings, notes: list[str]) -> State
                 notes.append(f"{s.hostname}: server {ad.instance} ({addr}) appeared; ignored, pinned to {s.pin}")
         else:
             # A server that comes back (or rebooted) starts afresh. While its
-            # record stays present, an announcement sticks: a late "up" update
-            # must not undo a stop notice that arrived over the channel.
+            # record stays present, a stop announcement sticks: a late "up"
+            # update must not undo a notice that arrived over the channel.
             back = old.present_since is None or ad.boot != old.ad.boot
-            if announced is None and not back:
-                announced, announced_auth = old.announced, old.announced_auth
+            announced_at = old.announced_at if announced == old.announced else at
+            if announced is None and not back and old.announced in (STATE_STOPPING, STATE_POWEROFF):
+                announced, announced_auth, announced_at = old.announced, old.announced_auth, old.announced_at
             else:
                 announced_auth = ad.authenticated
             servers[ad.name] = replace(
@@ -414,6 +423,7 @@ def _observe(state: State, event: Event, s: Settings, notes: list[str]) -> State
                 gone_at=None,
                 announced=announced,
                 announced_auth=announced_auth,
+                announced_at=announced_at if announced else None,
                 dead=False if back else old.dead,
             )
         retry = state.retry_wanted or (state.applied is not None and not state.healthy
@@ -436,8 +446,10 @@ def _observe(state: State, event: Event, s: Settings, notes: list[str]) -> State
         if s.keyed and not event.authenticated:
             notes.append(f"{s.hostname}: ignoring unauthenticated '{event.reason}' notice from {old.ad.instance}")
             return state
-        servers[event.name] = replace(old, announced=event.reason if event.reason != STATE_UP else None,
-                                      announced_auth=event.authenticated, last_heard=at)
+        reason = event.reason if event.reason != STATE_UP else None
+        servers[event.name] = replace(old, announced=reason, announced_auth=event.authenticated, last_heard=at,
+                                      announced_at=(old.announced_at if reason == old.announced else at)
+                                      if reason else None)
         return replace(state, servers=servers)
     if isinstance(event, ChannelUp):
         old = servers.get(event.name)
