@@ -316,9 +316,11 @@ class Listener:
         self._ids = 0
         self.notice: str | None = None
 
-    async def start(self, port: int, host: str | list[str] | None = None) -> None:
+    async def start(self, port: int, host: str | list[str] | None = None) -> int:
+        """Listen; returns the port (useful with port 0)."""
         self._server = await asyncio.start_server(self._serve, host, port, limit=MAX_LINE * 2,
                                                   reuse_address=True)
+        return self._server.sockets[0].getsockname()[1]
 
     async def close(self) -> None:
         if self._server is not None:

@@ -242,12 +242,16 @@ class Browser:
             log.debug("could not resolve %s in %d ms", name, RESOLVE_TIMEOUT_MS)
             return
         self._tasks.pop(name, None)
+        self.report(name, info.properties or {}, info.parsed_addresses(), info.port, info.server or "")
+
+    def report(self, name: str, properties: dict, addresses: list[str], port: int, host: str) -> None:
+        """Validate one resolved record and tell `on_event` (warning once per bad name)."""
         result = txt.parse(
             name,
-            info.properties or {},
-            addresses=info.parsed_addresses(),
-            port=info.port,
-            host=info.server or "",
+            properties,
+            addresses=addresses,
+            port=port,
+            host=host,
             key=self.key,
             now=self.now(),
             max_skew=self.max_skew,
@@ -262,7 +266,7 @@ class Browser:
         self._warned.discard(name)
         added = name not in self._reported
         self._reported.add(name)
-        props = {_text(k): _text(v) for k, v in (info.properties or {}).items()}
+        props = {_text(k): _text(v) for k, v in properties.items()}
         self.on_event(Found(result, added, props))
 
     async def close(self) -> None:

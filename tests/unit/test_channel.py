@@ -1,0 +1,198 @@
+"""The liveness channel over loopback TCP: handshake, heartbeats, notices, keys, commands."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from pistop_mdns import channel
+
+KEY = b"0123456789abcdef0123456789abcdef"
+OTHER = b"fedcba9876543210fedcba9876543210"
+
+
+class Events:
+    def __init__(self):
+        self.items = []
+        self.changed = asyncio.Event()
+
+    def add(self, *item):
+        self.items.append(item)
+        self.changed.set()
+
+    async def wait(self, kind, timeout=5.0):
+        async def look():
+            while True:
+                for item in self.items:
+                    if item[0] == kind:
+                        return item
+                self.changed.clear()
+                await self.changed.wait()
+        return await asyncio.wait_for(look(), timeout)
+
+
+def follower(events: Events, key=None, name="kitchen", heartbeat=0.05) -> channel.Follower:
+    return channel.Follower(
+        name, key, heartbeat,
+        on_up=lambda n: events.add("up", n),
+        on_heartbeat=lambda n: events.add("hb", n),
+        on_lost=lambda n: events.add("lost", n),
+        on_notice=lambda n, r, a: events.add("notice", n, r, a),
+    )
+
+
+def run(coro):
+    return asyncio.run(asyncio.wait_for(coro, 20))
+
+
+@pytest.mark.parametrize("key", [None, KEY])
+def test_client_connects_heartbeats_reports_and_gets_the_notice(key):
+    async def scenario():
+        listener = channel.Listener("musicpi", key, heartbeat=0.05)
+        port = await listener.start(0, "127.0.0.1")
+        events = Events()
+        f = follower(events, key)
+        f.follow("musicpi", "127.0.0.1", port)
+        await events.wait("up")
+        await events.wait("hb")
+        assert await f.report("up")
+        await asyncio.sleep(0.2)
+        (client,) = listener.client_list()
+        assert (client["name"], client["address"], client["state"], client["authenticated"]) == \
+            ("kitchen", "127.0.0.1", "up", key is not None)
+        await listener.announce("poweroff")
+        notice = await events.wait("notice")
+        assert notice == ("notice", "musicpi", "poweroff", key is not None)
+        await f.report("down")
+        assert await listener.wait_clients_down(3) == []
+        await f.close()
+        await listener.close()
+
+    run(scenario())
+
+
+def test_wrong_key_is_refused_both_ways():
+    async def scenario():
+        listener = channel.Listener("musicpi", KEY, heartbeat=0.05)
+        port = await listener.start(0, "127.0.0.1")
+        with pytest.raises(channel.ChannelError, match="refused: authentication failed"):
+            await channel.connect("127.0.0.1", port, name="kitchen", key=OTHER)
+        with pytest.raises(channel.ChannelError, match="did not welcome|refused"):
+            await channel.connect("127.0.0.1", port, name="kitchen", key=None)
+        assert listener.client_list() == []
+        await listener.close()
+
+    run(scenario())
+
+
+def test_client_rejects_a_server_that_does_not_know_the_key():
+    """A spoofing server without the key cannot answer the client's challenge."""
+
+    async def scenario():
+        async def fake(reader, writer):
+            writer.write(json.dumps({"t": "hello", "proto": 1, "server": "musicpi", "nonce": "n1"}).encode() + b"\n")
+            await writer.drain()
+            await reader.readline()
+            writer.write(json.dumps({"t": "welcome", "mac": "00" * 32}).encode() + b"\n")
+            await writer.drain()
+            await asyncio.sleep(1)
+            writer.close()
+
+        server = await asyncio.start_server(fake, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        with pytest.raises(channel.ChannelError, match="failed authentication"):
+            await channel.connect("127.0.0.1", port, name="kitchen", key=KEY)
+        server.close()
+
+    run(scenario())
+
+
+def test_replayed_or_forged_messages_end_the_session():
+    async def scenario():
+        listener = channel.Listener("musicpi", KEY, heartbeat=10)
+        port = await listener.start(0, "127.0.0.1")
+        session, _ = await channel.connect("127.0.0.1", port, name="kitchen", key=KEY)
+        await session.send({"t": "state", "state": "up"})
+        await asyncio.sleep(0.1)
+        assert listener.client_list()[0]["state"] == "up"
+        # replay: the same seq again
+        msg = {"t": "state", "state": "down", "seq": 0}
+        msg["mac"] = session._mac(msg)
+        session.writer.write(json.dumps(msg).encode() + b"\n")
+        await session.writer.drain()
+        await asyncio.sleep(0.2)
+        assert listener.client_list() == []  # the server hung up
+        await session.close()
+        await listener.close()
+
+    run(scenario())
+
+
+def test_remote_command_needs_a_key():
+    async def scenario():
+        calls = []
+
+        async def on_command(cmd, args, info):
+            calls.append((cmd, args, info.name))
+            return True, "shutdown started"
+
+        open_listener = channel.Listener("musicpi", None, heartbeat=10, on_command=on_command)
+        port = await open_listener.start(0, "127.0.0.1")
+        result = await channel.send_command("127.0.0.1", port, name="kitchen", key=None, cmd="shutdown", args=[])
+        assert result["ok"] is False and "need a key" in result["msg"]
+        assert calls == []
+        await open_listener.close()
+
+        keyed = channel.Listener("musicpi", KEY, heartbeat=10, on_command=on_command)
+        port = await keyed.start(0, "127.0.0.1")
+        result = await channel.send_command("127.0.0.1", port, name="kitchen", key=KEY, cmd="shutdown",
+                                            args=["-r"])
+        assert result["ok"] is True and result["msg"] == "shutdown started"
+        assert calls == [("shutdown", ["-r"], "kitchen")]
+        await keyed.close()
+
+    run(scenario())
+
+
+def test_follower_reconnects_after_the_server_comes_back():
+    async def scenario():
+        listener = channel.Listener("musicpi", None, heartbeat=0.05)
+        port = await listener.start(0, "127.0.0.1")
+        events = Events()
+        f = follower(events)
+        f.follow("musicpi", "127.0.0.1", port)
+        await events.wait("up")
+        await listener.close()
+        await events.wait("lost")
+        events.items.clear()
+        again = channel.Listener("musicpi", None, heartbeat=0.05)
+        await again.start(port, "127.0.0.1")
+        await events.wait("up", timeout=10)
+        await f.close()
+        await again.close()
+
+    run(scenario())
+
+
+def test_garbage_from_a_peer_is_refused():
+    async def scenario():
+        listener = channel.Listener("musicpi", None, heartbeat=10)
+        port = await listener.start(0, "127.0.0.1")
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        await reader.readline()
+        writer.write(b"\xff\xfe not json\n")
+        await writer.drain()
+        assert await reader.read() == b""  # closed
+        writer.close()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        await reader.readline()
+        writer.write(b"x" * (channel.MAX_LINE * 3) + b"\n")
+        await writer.drain()
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        writer.close()
+        assert listener.client_list() == []
+        await listener.close()
+
+    run(scenario())
