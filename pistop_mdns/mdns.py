@@ -30,6 +30,9 @@ from pistop_mdns.model import ServerAd
 log = logging.getLogger(__name__)
 
 RESOLVE_TIMEOUT_MS = 3000
+# RFC 6762 10.2: records announced with the cache-flush bit make older ones
+# expire one second later. Looking again after that sees the settled set.
+SETTLE_SECONDS = 1.2
 _IFF_UP = 0x1
 
 
@@ -212,7 +215,8 @@ class Browser:
         self._zc: AsyncZeroconf | None = None
         self._browser: AsyncServiceBrowser | None = None
         self._tasks: dict[str, asyncio.Task] = {}
-        self._reported: set[str] = set()
+        self._settle: dict[str, asyncio.Task] = {}
+        self._last: dict[str, tuple] = {}  # what was last reported for each name
         self._warned: set[str] = set()
 
     async def start(self, addresses: list[str]) -> None:
@@ -225,27 +229,41 @@ class Browser:
         await self.start(addresses)
 
     def _on_change(self, zeroconf, service_type, name, state_change) -> None:  # noqa: ARG002
-        old = self._tasks.pop(name, None)
-        if old is not None:
-            old.cancel()
+        for tasks in (self._tasks, self._settle):
+            old = tasks.pop(name, None)
+            if old is not None:
+                old.cancel()
         if state_change is ServiceStateChange.Removed:
-            if name in self._reported:
-                self._reported.discard(name)
+            if self._last.pop(name, None) is not None:
                 self.on_event(Lost(name))
             return
-        self._tasks[name] = asyncio.ensure_future(self._resolve(name))
+        self._tasks[name] = asyncio.ensure_future(self._resolve(name, settled=False))
+        if state_change is ServiceStateChange.Updated:
+            self._settle[name] = asyncio.ensure_future(self._resolve(name, settled=True))
 
-    async def _resolve(self, name: str) -> None:
+    async def _resolve(self, name: str, settled: bool) -> None:
         assert self._zc is not None
+        if settled:
+            await asyncio.sleep(SETTLE_SECONDS)
         info = AsyncServiceInfo(SERVICE_TYPE, name)
         if not await info.async_request(self._zc.zeroconf, RESOLVE_TIMEOUT_MS):
             log.debug("could not resolve %s in %d ms", name, RESOLVE_TIMEOUT_MS)
             return
-        self._tasks.pop(name, None)
-        self.report(name, info.properties or {}, info.parsed_addresses(), info.port, info.server or "")
+        (self._settle if settled else self._tasks).pop(name, None)
+        addresses = info.parsed_addresses()
+        last = self._last.get(name)
+        if not settled and last is not None and last[0] == info.properties and last[2] == info.port \
+                and set(addresses) > set(last[1]):
+            # Only new addresses beside the old ones: most likely the old ones
+            # are being flushed. The settled look reports the outcome.
+            return
+        self.report(name, info.properties or {}, addresses, info.port, info.server or "")
 
     def report(self, name: str, properties: dict, addresses: list[str], port: int, host: str) -> None:
-        """Validate one resolved record and tell `on_event` (warning once per bad name)."""
+        """Validate one resolved record and tell `on_event` (warning once per bad name).
+
+        A record identical to the one last reported for the name is not reported again.
+        """
         result = txt.parse(
             name,
             properties,
@@ -264,15 +282,19 @@ class Browser:
             self.on_event(result)
             return
         self._warned.discard(name)
-        added = name not in self._reported
-        self._reported.add(name)
+        seen = (properties, sorted(addresses), port, host)
+        last = self._last.get(name)
+        if last is not None and last == seen:
+            return
+        self._last[name] = seen
         props = {_text(k): _text(v) for k, v in properties.items()}
-        self.on_event(Found(result, added, props))
+        self.on_event(Found(result, last is None, props))
 
     async def close(self) -> None:
-        for task in self._tasks.values():
-            task.cancel()
-        self._tasks.clear()
+        for tasks in (self._tasks, self._settle):
+            for task in tasks.values():
+                task.cancel()
+            tasks.clear()
         if self._browser is not None:
             await self._browser.async_cancel()
             self._browser = None

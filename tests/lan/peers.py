@@ -1,0 +1,76 @@
+"""Real peers on the simulated LAN: our own commands and an independent avahi-daemon."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+
+from pistop_mdns.lan import Host
+from tests.helpers import ENV, Output, need, pm_argv, wait_for
+
+AVAHI_CONF = """[server]
+host-name={name}
+use-ipv4=yes
+use-ipv6=no
+allow-interfaces=eth0
+enable-dbus=yes
+[publish]
+publish-aaaa-on-ipv4=no
+publish-hinfo=no
+publish-workstation=no
+"""
+
+
+def start(host: Host, *args: str, name: str | None = None) -> Output:
+    """Run `pistop-mdns ARGS` in `host`; its output is collected as it comes."""
+    proc = host.spawn(pm_argv(*args), env=ENV)
+    return Output(proc, name or f"{host.name}: pistop-mdns {args[0]}")
+
+
+def server(host: Host, tmp_path, *extra: str) -> Output:
+    state = tmp_path / f"state-{host.name}"
+    return start(host, "server", "--export", "/srv/music", "--music", "Music", "--mpd-port", "6600",
+                 "--state-dir", str(state), *extra)
+
+
+def client(host: Host, tmp_path, *extra: str) -> Output:
+    state = tmp_path / f"state-{host.name}"
+    return start(host, "client", "--dry-run", "--mount-mode", "direct", "--mountpoint", "/mnt/music",
+                 "--state-dir", str(state), *extra)
+
+
+def stop(out: Output, timeout: float = 15) -> int:
+    os.kill(out.proc.pid, signal.SIGTERM)
+    return out.proc.wait(timeout)
+
+
+def browse_json(host: Host, timeout: float = 3.0, *extra: str) -> tuple[int, list[dict]]:
+    proc = host.run(pm_argv("browse", "--json", "--timeout", str(timeout), *extra), env=ENV, timeout=timeout + 20)
+    return proc.returncode, json.loads(proc.stdout or "[]")
+
+
+def browse_until(host: Host, instance: str, timeout: float = 20) -> dict:
+    """Browse repeatedly until `instance` shows up (a server needs a moment to register)."""
+    def look():
+        _, found = browse_json(host, 2.0)
+        return next((f for f in found if f["instance"] == instance), None)
+    return wait_for(look, timeout, interval=0, what=f"browse to see {instance}")
+
+
+def start_avahi(host: Host, tmp_path) -> Output:
+    """avahi-daemon (with its own system D-Bus) inside `host`, in the foreground so the Lan
+    stops it; the host's private /run keeps its sockets away from the machine's."""
+    need("avahi-daemon", "avahi-browse", "avahi-publish", "dbus-daemon",
+         package="avahi-daemon avahi-utils dbus")
+    conf = tmp_path / f"avahi-{host.name}.conf"
+    conf.write_text(AVAHI_CONF.format(name=host.name))
+    host.run(["mkdir", "-p", "/run/dbus", "/run/avahi-daemon"], check=True)
+    host.spawn(["dbus-daemon", "--system", "--nofork", "--nopidfile"], stdout=subprocess.DEVNULL)
+    wait_for(lambda: host.run(["test", "-S", "/run/dbus/system_bus_socket"]).returncode == 0, 10,
+             what="the D-Bus system socket")
+    out = Output(host.spawn(["avahi-daemon", "--no-drop-root", "--no-chroot", "-f", str(conf)]),
+                 f"{host.name}: avahi-daemon")
+    out.wait("Server startup complete", 15)
+    return out
