@@ -11,7 +11,24 @@ import logging
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
-from pistop_mdns.model import Plan
+from pistop_mdns.model import (
+    Action,
+    Backup,
+    EnsureAutofs,
+    Mount,
+    Notify,
+    Plan,
+    PointAutofs,
+    PowerOff,
+    ReportState,
+    RunHook,
+    SetMpdConf,
+    StartMpd,
+    StopService,
+    Sync,
+    Unmount,
+    WaitReady,
+)
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +56,39 @@ class Applier(Protocol):
     def probe(self) -> Facts: ...
 
 
-def describe_action(action) -> str:
-    fields = ", ".join(f"{k}={v!r}" for k, v in vars(action).items() if k not in ("required", "env"))
-    return f"{type(action).__name__}({fields})"
+def describe_action(action: Action) -> str:
+    """A step in the words of the journal: "mount 198.18.0.11:/srv/music at /mnt/music (nfs4 ...)"."""
+    match action:
+        case RunHook(stage=stage):
+            return f"run the {stage} hooks"
+        case PointAutofs(location=location):
+            return f"point the autofs map entry at {location}"
+        case EnsureAutofs():
+            return "start autofs (or reload its map)"
+        case Mount(source=source, target=target, fstype=fstype, options=options):
+            return f"mount {source} at {target} ({fstype}, {options})"
+        case Unmount(target=target, lazy=lazy):
+            return f"unmount {target}{' lazily' if lazy else ''}"
+        case WaitReady(mountpoint=mp, marker=marker, nfs_url=url):
+            where = url or mp
+            return f"wait until {where} is ready" + (f" (has {marker})" if marker else "")
+        case SetMpdConf(host=host, port=port, music_directory=music):
+            return f"point mpd.conf's proxy at {host}:{port}" + (f", music_directory {music}" if music else "")
+        case StartMpd():
+            return "start mpd (restart it if mpd.conf changed)"
+        case StopService(service=service):
+            return f"stop {service}"
+        case Notify(message=message):
+            return f"notify the LCD/desktop: {message}"
+        case ReportState(state=state):
+            return f"tell the server this board is {state}"
+        case Backup():
+            return "back up the configured paths"
+        case Sync():
+            return "sync"
+        case PowerOff():
+            return "power off"
+    return repr(action)
 
 
 class DryRun:
@@ -52,9 +99,9 @@ class DryRun:
 
     def run_plan(self, plan: Plan, report: Reporter) -> PlanResult:
         for i, action in enumerate(plan.actions, 1):
-            log.info("%s: plan %d step %d/%d: %s", self.hostname, plan.id, i, len(plan.actions),
+            log.info("%s: plan %d step %d/%d: would %s", self.hostname, plan.id, i, len(plan.actions),
                      describe_action(action))
-            if type(action).__name__ == "ReportState":
+            if isinstance(action, ReportState):
                 report(action.state)
         return PlanResult(True, "dry run")
 

@@ -152,6 +152,15 @@ def browse_command(ctx: click.Context, as_json: bool, watch: bool, timeout: floa
     sys.exit(browse.run(cfg, timeout=timeout, as_json=as_json, watch=watch))
 
 
+@main.command("demo")
+@click.option("--keep", is_flag=True, help="Leave the LAN up until Ctrl-C and print how to enter each host.")
+def demo_command(keep: bool) -> None:
+    """Run a server and two clients on a simulated LAN on this machine (needs root)."""
+    from pistop_mdns.actions import demo
+
+    sys.exit(demo.run(keep=keep))
+
+
 @main.group("config")
 def config_group() -> None:
     """Show, check or print an example of the configuration."""
@@ -184,6 +193,54 @@ def config_check(ctx: click.Context, role: str) -> None:
 def config_example() -> None:
     """Print a configuration file with every key, commented out, at its default."""
     click.echo(config.example())
+
+
+@main.command("backup")
+@click.option("--dry-run", is_flag=True, help="Print the plan and run rsync --dry-run; change nothing.")
+@config_options("general", "backup", exclude=("interfaces", "ip_version", "key_file", "max_clock_skew",
+                                               "state_dir", "service_manager", "service_dir"))
+@click.pass_context
+def backup_command(ctx: click.Context, dry_run: bool, **kwargs: Any) -> None:
+    """Copy [backup] paths to DEST/backup/HOSTNAME/ with rsync (exit 1 if one failed)."""
+    from pistop_mdns.actions import backup
+
+    cfg = load(ctx, kwargs)
+    sys.exit(backup.run(cfg, dry_run=dry_run, echo=click.echo))
+
+
+@main.command("update")
+@click.option("--dry-run", is_flag=True, help="Print what would be upgraded and how; change nothing.")
+@config_options("general", "update", exclude=("hostname", "interfaces", "ip_version", "key_file",
+                                               "max_clock_skew", "service_manager", "service_dir"))
+@click.pass_context
+def update_command(ctx: click.Context, dry_run: bool, **kwargs: Any) -> None:
+    """Upgrade the [update] packages that have a newer version (via at when installed)."""
+    from pistop_mdns.actions import update
+
+    cfg = load(ctx, kwargs)
+    sys.exit(update.run(cfg, dry_run=dry_run, echo=click.echo))
+
+
+@main.command("install-service")
+@click.argument("role", type=click.Choice(["server", "client", "update", "rsync"]))
+@click.option("--init", type=click.Choice(["systemd", "daemontools"]), default=None,
+              help="Service manager (default: systemd when it runs, else daemontools when installed).")
+@click.option("--remove", is_flag=True, help="Stop the service and remove what install-service wrote.")
+@click.option("--dry-run", is_flag=True, help="Print the files and commands instead; change nothing.")
+@click.option("--root", metavar="DIR", default="/", show_default=True,
+              help="Write every file under DIR (another system's disk, tests); only enable units there.")
+@config_options("general", "server", "update", exclude=tuple(
+    k.name for k in KEYS if k.section in ("general", "server", "update")
+    and k.name not in ("service_dir", "timeout", "service_manager", "mpd_conf", "rsync_port", "interval")))
+@click.pass_context
+def install_service_command(ctx: click.Context, role: str, init: str | None, remove: bool, dry_run: bool,
+                            root: str, **kwargs: Any) -> None:
+    """Run ROLE (server, client, update, rsync) as a systemd or daemontools service."""
+    from pistop_mdns.actions import install_service
+
+    cfg = load(ctx, kwargs)
+    sys.exit(install_service.run(cfg, role, init=init, remove=remove, dry_run=dry_run, root=root,
+                                 config_path=ctx.obj["config"], envdir=ctx.obj["envdir"], echo=click.echo))
 
 
 if __name__ == "__main__":
