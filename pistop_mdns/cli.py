@@ -152,6 +152,45 @@ def browse_command(ctx: click.Context, as_json: bool, watch: bool, timeout: floa
     sys.exit(browse.run(cfg, timeout=timeout, as_json=as_json, watch=watch))
 
 
+@main.command("keygen")
+@click.argument("path", required=False)
+@click.option("--force", is_flag=True, help="Replace an existing key (then copy it to every host again).")
+@click.pass_context
+def keygen_command(ctx: click.Context, path: str | None, force: bool) -> None:
+    """Write a new pre-shared key (mode 600) to copy to the server and every board."""
+    from pistop_mdns.actions import keygen
+
+    cfg = load(ctx, {})
+    sys.exit(keygen.run(path or cfg.general.key_file, force=force))
+
+
+@main.command("shutdown", context_settings={"help_option_names": ["--help"], "ignore_unknown_options": True})
+@click.option("--server", "server_name", metavar="NAME",
+              help="Ask the server NAME on the LAN to shut down (needs the shared key).")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@config_options("general", "shutdown")
+@click.pass_context
+def shutdown_command(ctx: click.Context, server_name: str | None, args: tuple[str, ...], **kwargs: Any) -> None:
+    """Power the music server off safely: clients down first, then services, sync, unmount, power.
+
+    ARGS replace `-h now` of the power-off command, as pistop's pishutdown passed them to
+    shutdown(8): `pistop-mdns shutdown -r now` reboots.
+    """
+    from pistop_mdns.actions import shutdown
+
+    cfg = load(ctx, kwargs)
+    try:
+        if server_name:
+            sys.exit(shutdown.run_remote(cfg, server_name, list(args)))
+        try:
+            cfg = derive.server(cfg)
+        except ConfigError:
+            pass  # the export is only a default for the data disk
+        sys.exit(shutdown.run_local(cfg, list(args)))
+    except ConfigError as e:
+        fail(str(e), 2)
+
+
 @main.command("demo")
 @click.option("--keep", is_flag=True, help="Leave the LAN up until Ctrl-C and print how to enter each host.")
 def demo_command(keep: bool) -> None:

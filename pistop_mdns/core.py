@@ -240,6 +240,24 @@ def _target(state: State, at: float, s: Settings) -> _Target:
     return _Target(min(candidates, key=lambda k: (k.first_seen, k.ad.name)))
 
 
+def channel_target(state: State, s: Settings) -> Known | None:
+    """The server the liveness channel should be connected to.
+
+    The followed one; otherwise the one that would be followed if it proved
+    itself: with a key, a server becomes a candidate only once its channel is
+    up, and a server declared dead comes back only through its channel.
+    """
+    if state.following in state.servers:
+        return state.servers[state.following]
+    hopefuls = [
+        k for k in state.servers.values()
+        if k.present_since is not None and k.ad.state == STATE_UP and k.announced is None
+        and not (s.pin and s.pin.lower() not in (k.ad.instance.lower(), k.ad.name.lower()))
+        and (k.ad.authenticated or not s.keyed)
+    ]
+    return min(hopefuls, key=lambda k: (k.first_seen, k.ad.name)) if hopefuls else None
+
+
 def next_deadline(state: State, s: Settings) -> float | None:
     """When the core wants a Tick even if nothing else happens."""
     times: list[float] = []
@@ -459,9 +477,12 @@ def _observe(state: State, event: Event, s: Settings, notes: list[str]) -> State
         return replace(state, servers=servers)
     if isinstance(event, Heartbeat):
         old = servers.get(event.name)
-        if old is None or not old.channel_up:
+        if old is None:
             return state
-        servers[event.name] = replace(old, last_heard=at)
+        # Heartbeats come only from an established session: after a cable was
+        # out for longer than the dead time, the same TCP connection may carry
+        # on, and its first heartbeat is the server's sign of life.
+        servers[event.name] = replace(old, last_heard=at, channel_up=True, dead=False)
         return replace(state, servers=servers)
     if isinstance(event, ChannelLost):
         old = servers.get(event.name)

@@ -57,7 +57,8 @@ def table(found: list[mdns.Found]) -> str:
 
 
 async def browse(cfg: Config, *, timeout: float | None, as_json: bool, watch: bool,
-                 out: TextIO = sys.stdout) -> int:
+                 out: TextIO | None = None) -> int:
+    out = out or sys.stdout
     ipv6 = cfg.general.ip_version == "all"
     addrs = [i.address for i in mdns.local_interfaces(cfg.general.interfaces, ipv6)]
     if not addrs:

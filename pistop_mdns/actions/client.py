@@ -180,15 +180,14 @@ class Client:
                 break
 
     def _steer_channel(self) -> None:
-        following = self.state.following
-        known = self.state.servers.get(following) if following else None
+        if self.state.following is None:
+            self.following_since = None
+        elif self.following_since is None:
+            self.following_since = time.time()
+        known = core.channel_target(self.state, self.settings)
         if known is None:
-            if following is None:
-                self.following_since = None
             self.follower.follow(None)
             return
-        if self.following_since is None:
-            self.following_since = time.time()
         address = core.choose_address(known.ad.addresses, self.settings)
         self.follower.follow(known.ad.name, address, known.ad.port)
 

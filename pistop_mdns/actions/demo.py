@@ -83,7 +83,8 @@ def _wait_for(seen: list[tuple[float, str]], needle: str, timeout: float) -> flo
     return None
 
 
-def run(*, keep: bool, out: TextIO = sys.stdout) -> int:
+def run(*, keep: bool, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
     if os.geteuid() != 0:
         out.write("pistop-mdns demo needs root: it builds network namespaces. Run: sudo pistop-mdns demo\n")
         return 2

@@ -257,9 +257,13 @@ class Server:
             writer.close()
 
     async def _command(self, cmd: str, args: list[str], client: channel.ClientInfo) -> tuple[bool, str]:
+        from pistop_mdns.actions.shutdown import SAFE_ARG
+
         if cmd != "shutdown":
             return False, f"unknown command {cmd!r}"
-        argv = [sys.executable, "-m", "pistop_mdns", *self.config_args, "shutdown", *args]
+        if not all(SAFE_ARG.match(a) for a in args) or len(args) > 4:
+            return False, "arguments refused: only plain shutdown(8) options"
+        argv = [sys.executable, "-m", "pistop_mdns", *self.config_args, "shutdown", "--", *args]
         log.info("%s: client %s asked for shutdown: running %s", self.cfg.general.hostname, client.name,
                  " ".join(argv))
         subprocess.Popen(argv, start_new_session=True, stdin=subprocess.DEVNULL)

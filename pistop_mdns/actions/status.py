@@ -60,7 +60,8 @@ def server_text(s: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run(cfg: Config, *, as_json: bool, out: TextIO = sys.stdout) -> int:
+def run(cfg: Config, *, as_json: bool, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
     client = statefile.read(cfg.general.state_dir, "client")
     server = statefile.read(cfg.general.state_dir, "server")
     if as_json:

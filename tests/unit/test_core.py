@@ -391,6 +391,15 @@ def test_dead_server_comes_back_on_reconnect():
     assert plan.kind == BRING_UP
 
 
+def test_heartbeat_on_the_same_connection_revives_a_dead_server():
+    d = up()
+    d.feed(ChannelUp(3.0, ad().name))
+    d.feed(Tick(13.0))  # cable out: dead
+    d.finish(14.0)
+    plan = d.feed(Heartbeat(40.0, ad().name))  # cable back, TCP carried on
+    assert plan.kind == BRING_UP
+
+
 def test_notice_over_channel_tears_down_before_the_record_changes():
     d = up(replace(S, power_off=True))
     plan = d.feed(ServerNotice(10.0, ad().name, "poweroff", authenticated=False))
@@ -412,6 +421,23 @@ def test_with_key_bring_up_waits_for_the_authenticated_channel():
     assert d.feed(ServerSeen(1.0, ad(authenticated=True))) is None
     plan = d.feed(ChannelUp(1.2, ad().name))
     assert plan.kind == BRING_UP
+
+
+def test_channel_target_is_the_followed_server_or_the_one_that_would_be():
+    d = Driver(KS)
+    d.feed(ServerSeen(1.0, ad("other", authenticated=False)))
+    assert core.channel_target(d.state, KS) is None  # unsigned with a key: never
+    d.feed(ServerSeen(1.1, ad(authenticated=True)))
+    assert core.channel_target(d.state, KS).ad.instance == "musicpi"
+    d.feed(ChannelUp(1.2, ad().name))
+    assert d.state.following == ad().name
+    d.finish(2.0)
+    d.feed(Tick(12.0))  # silent: dead, torn down, not followed any more
+    d.finish(13.0)
+    assert d.state.following is None
+    assert core.channel_target(d.state, KS).ad.instance == "musicpi"  # keep listening for it
+    d.feed(ServerSeen(14.0, ad(state="stopping", authenticated=True)))
+    assert core.channel_target(d.state, KS) is None
 
 
 def test_with_key_unauthenticated_notice_is_ignored():
