@@ -171,6 +171,8 @@ class Server:
                 await self.advertiser.register("_rsync._tcp.local.", s.instance, s.rsync_port, {})
             control = await self._control_socket()
             self._write_state()
+            if s.backup_at_start:
+                asyncio.ensure_future(self._backup())
             statefile.sd_notify("READY=1\nSTATUS=advertising " + self.name)
             await self._watch(addrs)
             reason = self.listener.notice or self._stop_reason()
@@ -183,6 +185,16 @@ class Server:
             statefile.remove(self.cfg.general.state_dir, "server")
         log.info("%s: withdrew %s (goodbye sent)", self.cfg.general.hostname, self.name)
         return 0
+
+    async def _backup(self) -> None:
+        """pistop's fserver backed up at start; in a thread, so advertising goes on."""
+        from pistop_mdns import backup
+
+        try:
+            await asyncio.to_thread(backup.run_backup, self.cfg, self.runner,
+                                    default_dest=self.cfg.shutdown.data_disk or self.cfg.server.export)
+        except Exception as e:  # a backup problem must not take the server down
+            log.warning("%s: backup at start failed: %s", self.cfg.general.hostname, e)
 
     def _stop_reason(self) -> str:
         configured = self.cfg.server.stop_reason

@@ -1,0 +1,712 @@
+"""`pistop-mdns install-service ROLE`: run a role as a service (successor of pistop's create_service).
+
+Roles: server, client, update (a timer), rsync (a read-only rsync daemon for
+the music directory). Under systemd it writes units to /etc/systemd/system
+and enables them; under daemontools it writes SERVICE_DIR/pistop-mdns-ROLE/
+with `run`, `log/run` (multilog) and `variables/` (pistop-style settings),
+which svscan then starts. `--remove` undoes it, `--dry-run` shows what it
+would write and run. Running it again converges: unchanged files are left
+alone, changed ones are rewritten and the running service is restarted.
+
+The unit texts live here (they are what `contrib/` ships: a unit test keeps
+the two equal), so an installation from PyPI needs no data files. When the
+Debian package ships the very unit that would be written, that one is
+enabled instead of a copy in /etc, which would hide the package's updates. `--root DIR`
+prefixes every path written, for tests and for preparing another system's
+disk; there is no service manager to tell about that root, so units are only
+enabled there (`systemctl --root`) and start at its next boot.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shlex
+import shutil
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from pistop_mdns import commands, config, files
+from pistop_mdns.config import Config
+from pistop_mdns.executor import Runner
+
+log = logging.getLogger(__name__)
+
+ROLES = ("server", "client", "update", "rsync")
+PROGRAM = "/usr/bin/pistop-mdns"  # where Debian's package puts it
+UNIT_DIR = "/etc/systemd/system"
+PACKAGED_UNIT_DIR = "/lib/systemd/system"  # where Debian's package ships the units of contrib/
+RSYNC_CONF = "/etc/pistop-mdns/rsyncd.conf"
+RSYNC_RUN_DIR = "/run/pistop-mdns-rsync"
+DEFAULT_MUSIC = "/srv/music"
+DEFAULT_INTERVAL = 21600  # the timer's OnUnitActiveSec=6h
+BOOT_DELAY = 300  # pistop's first check came 5 minutes after boot
+# `systemctl enable --now` waits for Type=notify's READY and a stop for the
+# client's teardown (TimeoutStopSec=90s); svscan notices a new service
+# within 5 seconds and supervise stops one at once.
+SYSTEMCTL_TIMEOUT = 120.0
+SUPERVISE_EXIT_WAIT = 15.0
+
+
+def name(role: str) -> str:
+    return f"pistop-mdns-{role}"
+
+
+def enabled_unit(role: str) -> str:
+    """The unit `enable` acts on: the timer for updates, the service otherwise."""
+    return f"{name(role)}.timer" if role == "update" else f"{name(role)}.service"
+
+
+@dataclass(frozen=True)
+class File:
+    path: str  # as seen on the running system (without --root)
+    text: str | None  # None: a directory
+    mode: int = 0o644
+    keep: bool = False  # configuration the user edits: written when absent, never replaced or removed
+
+
+# ---------------------------------------------------------------- texts
+
+
+def systemd_word(word: str) -> str:
+    """One ExecStart= word: %, $ and \\ escaped, quoted when it holds spaces or quotes."""
+    word = word.replace("\\", "\\\\").replace("%", "%%").replace("$", "$$")
+    if re.search(r"[\s\"']", word) or not word:
+        return '"' + word.replace('"', '\\"') + '"'
+    return word
+
+
+def exec_line(argv: list[str]) -> str:
+    return " ".join(systemd_word(w) for w in argv)
+
+
+_HEADER = """\
+# {what}
+# Written by `pistop-mdns install-service {role}`, which replaces it on every
+# run: put local changes in a drop-in (`systemctl edit {unit}`).
+"""
+
+_SERVER_UNIT = """\
+[Unit]
+Description=pistop-mdns: advertise this music server to the room boards
+Documentation=man:pistop-mdns(1)
+# Units stop in the reverse order of their start. Starting after the network,
+# the NFS server and mpd means stopping before them at shutdown: the goodbye
+# (state=poweroff, then the mDNS goodbye packets) still reaches the clients,
+# and they unmount while the share is still exported.
+Wants=network-online.target
+After=network.target network-online.target nfs-server.service mpd.service
+
+[Service]
+# READY=1 comes once the _pistop._tcp registration is up.
+Type=notify
+NotifyAccess=main
+ExecStart={exec_start}
+Restart=on-failure
+RestartSec=5s
+# On SIGTERM it tells the clients why it stops and sends the goodbyes, then
+# exits 0 within about a second; the rest is margin for a slow network.
+TimeoutStopSec=30s
+# Log lines go to stderr, which is the journal; each carries its priority.
+StandardError=journal
+
+# Hardening. Nothing here gives the unit its own mount namespace
+# (ProtectSystem=, ProtectHome=, PrivateTmp=, ReadOnlyPaths= would): the
+# shutdown helper it starts for a client must unmount the music disk of the
+# real system, and the backup at start writes to that disk.
+# Neither it nor anything it starts gains privileges through setuid files.
+NoNewPrivileges=yes
+# IP for mDNS and the liveness channel, unix sockets for systemctl and the
+# control socket, netlink to read the interface addresses.
+RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK
+# It needs no namespaces, no realtime scheduling, no other personality and
+# no system calls of other architectures.
+RestrictNamespaces=yes
+RestrictRealtime=yes
+LockPersonality=yes
+SystemCallArchitectures=native
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+_CLIENT_UNIT = """\
+[Unit]
+Description=pistop-mdns: follow the music server (mount, mpd, power)
+Documentation=man:pistop-mdns(1)
+# It browses the network. Ordered after autofs and mpd so that at shutdown
+# it stops first and does not start them again while they go down.
+Wants=network-online.target
+After=network.target network-online.target autofs.service mpd.service
+
+[Service]
+# READY=1 comes once the mDNS browser runs.
+Type=notify
+NotifyAccess=main
+ExecStart={exec_start}
+Restart=on-failure
+RestartSec=5s
+# With teardown_on_exit it stops mpd and unmounts the share before it exits
+# (unmount retries, hooks): give it the time.
+TimeoutStopSec=90s
+StandardError=journal
+
+# Hardening. It runs as root, with the host's file systems writable and in
+# the host's mount namespace, on purpose: it mounts the share, rewrites
+# /etc/mpd.conf and the autofs map, starts and stops services, runs your
+# hooks and powers the board off. What can still be taken away:
+# gaining privileges through setuid files,
+NoNewPrivileges=yes
+# creating namespaces, realtime scheduling, changing personality,
+RestrictNamespaces=yes
+RestrictRealtime=yes
+LockPersonality=yes
+# and system calls of other architectures.
+SystemCallArchitectures=native
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+_UPDATE_UNIT = """\
+[Unit]
+Description=pistop-mdns: upgrade the music software ([update] packages)
+Documentation=man:pistop-mdns(1)
+Wants=network-online.target
+After=network.target network-online.target
+
+[Service]
+# Started by pistop-mdns-update.timer; one check, then it exits.
+Type=oneshot
+ExecStart={exec_start}
+StandardError=journal
+# An upgrade must never make the music stutter.
+Nice=10
+IOSchedulingClass=idle
+# No sandboxing: apt (or dnf, yum, zypper) and the packages' maintainer
+# scripts change the whole system, and restart services.
+"""
+
+_UPDATE_TIMER = """\
+[Unit]
+Description=pistop-mdns: check for upgrades 5 minutes after boot, then every 6 hours
+Documentation=man:pistop-mdns(1)
+
+[Timer]
+# pistop waited 5 minutes after boot for the network to settle, then checked
+# every INTERVAL seconds (6 hours by default). install-service writes a
+# drop-in (pistop-mdns-update.timer.d/interval.conf) when [update] interval
+# says otherwise.
+OnBootSec=5min
+OnUnitActiveSec=6h
+
+[Install]
+WantedBy=timers.target
+"""
+
+_RSYNC_UNIT = """\
+[Unit]
+Description=pistop-mdns: rsync daemon serving the music directory read-only
+Documentation=man:pistop-mdns(1) man:rsyncd.conf(5)
+After=network.target
+# Debian's rsync.service would want the same port.
+Conflicts=rsync.service
+
+[Service]
+ExecStart={exec_start}
+Restart=on-failure
+RestartSec=5s
+# Holds the lock file that enforces `max connections`.
+RuntimeDirectory=pistop-mdns-rsync
+
+# Hardening. The daemon only reads the music: the whole file system is
+# read-only to it, it sees no devices, kernel settings or other users' /tmp,
+# and keeps only the capabilities to bind port 873, chroot into the module
+# and switch to the unprivileged user named in rsyncd.conf.
+ProtectSystem=strict
+ProtectHome=read-only
+PrivateTmp=yes
+PrivateDevices=yes
+ProtectKernelTunables=yes
+ProtectKernelModules=yes
+ProtectKernelLogs=yes
+ProtectControlGroups=yes
+ProtectHostname=yes
+ProtectClock=yes
+CapabilityBoundingSet=CAP_NET_BIND_SERVICE CAP_SYS_CHROOT CAP_SETUID CAP_SETGID
+NoNewPrivileges=yes
+RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6
+RestrictNamespaces=yes
+RestrictRealtime=yes
+RestrictSUIDSGID=yes
+LockPersonality=yes
+MemoryDenyWriteExecute=yes
+SystemCallArchitectures=native
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+_RSYNCD_CONF = """\
+# rsyncd.conf of pistop-mdns-rsync: the music directory, read-only. See rsyncd.conf(5).
+# Written by `pistop-mdns install-service rsync` because it did not exist; it is
+# yours now: install-service never replaces or removes it.
+# The server advertises this daemon as _rsync._tcp when [server] advertise_rsync
+# is true; keep `port` equal to [server] rsync_port.
+port = {port}
+# Files are served as nobody, locked into the module's directory.
+uid = nobody
+gid = nogroup
+use chroot = yes
+max connections = 4
+lock file = {run_dir}/rsyncd.lock
+timeout = 600
+# Limit who may connect, e.g.:
+# hosts allow = 192.168.1.0/24
+
+[music]
+	comment = music library
+	path = {music}
+	read only = yes
+	list = yes
+"""
+
+_RUN = """\
+#!/bin/sh
+# {what}, supervised by daemontools.
+# Written by `pistop-mdns install-service {role}`, which replaces it on every run.
+# Settings: {settings}.
+exec 2>&1
+{body}
+"""
+
+_LOG_RUN = """\
+#!/bin/sh
+# The log of {service}: multilog keeps it in ./main (current, rotated files)
+# with a TAI64N time stamp on every line (`tai64nlocal < main/current`).
+exec multilog t ./main
+"""
+
+WHAT = {
+    "server": "pistop-mdns server: advertises this music server over mDNS",
+    "client": "pistop-mdns client: follows the music server",
+    "update": "pistop-mdns update: upgrades the music software",
+    "rsync": "rsync daemon of pistop-mdns: serves the music directory read-only",
+}
+
+
+def rsync_argv(daemontools: bool) -> list[str]:
+    argv = ["/usr/bin/rsync", "--daemon", "--no-detach", f"--config={RSYNC_CONF}"]
+    # Under systemd the daemon logs to syslog, that is the journal; under
+    # daemontools its log file is the pipe to multilog.
+    return argv + ["--log-file=/dev/stdout"] if daemontools else argv
+
+
+def rsyncd_conf(music: str, port: int) -> str:
+    return _RSYNCD_CONF.format(music=music, port=port, run_dir=RSYNC_RUN_DIR)
+
+
+def interval_dropin(interval: int) -> str:
+    return (
+        "# Written by `pistop-mdns install-service update`: [update] interval = "
+        f"{interval} seconds.\n"
+        "# An empty assignment clears the timer's schedule; both lines come back.\n"
+        "[Timer]\n"
+        "OnUnitActiveSec=\n"
+        "OnBootSec=5min\n"
+        f"OnUnitActiveSec={interval}s\n"
+    )
+
+
+def dropin_path() -> str:
+    return f"{UNIT_DIR}/{name('update')}.timer.d/interval.conf"
+
+
+def systemd_files(role: str, command: list[str], *, interval: int = DEFAULT_INTERVAL,
+                  rsync_conf: str | None = None) -> list[File]:
+    """The files `install-service ROLE --init systemd` writes; `command` = pistop-mdns and global options."""
+    unit = f"{name(role)}.service"
+    header = _HEADER.format(what=WHAT[role], role=role, unit=unit)
+    body = {"server": _SERVER_UNIT, "client": _CLIENT_UNIT, "update": _UPDATE_UNIT, "rsync": _RSYNC_UNIT}[role]
+    argv = rsync_argv(daemontools=False) if role == "rsync" else [*command, role]
+    out = [File(f"{UNIT_DIR}/{unit}", header + body.format(exec_start=exec_line(argv)))]
+    if role == "update":
+        timer = f"{name(role)}.timer"
+        out.append(File(f"{UNIT_DIR}/{timer}",
+                        _HEADER.format(what=WHAT[role], role=role, unit=timer) + _UPDATE_TIMER))
+        if interval != DEFAULT_INTERVAL:
+            out.append(File(dropin_path(), interval_dropin(interval)))
+    if role == "rsync":
+        out.append(File(RSYNC_CONF, rsync_conf or rsyncd_conf(DEFAULT_MUSIC, 873), keep=True))
+    return out
+
+
+def systemd_paths(role: str) -> list[str]:
+    """Every non-configuration file `install-service ROLE` may have written (for --remove)."""
+    paths = [f"{UNIT_DIR}/{name(role)}.service"]
+    if role == "update":
+        paths += [f"{UNIT_DIR}/{name(role)}.timer", dropin_path()]
+    return paths
+
+
+def run_body(role: str, command: list[str], interval: int) -> str:
+    if role == "rsync":
+        return f"mkdir -p {RSYNC_RUN_DIR}\nexec {shlex.join(rsync_argv(daemontools=True))}"
+    argv = [*command, "--envdir", "./variables", role]
+    if role != "update":
+        return f"exec {shlex.join(argv)}"
+    return (
+        "# supervise starts this again whenever it exits: wait 5 minutes (the\n"
+        "# network settles after boot), check once, pause for the rest of [update]\n"
+        "# interval, exit.\n"
+        f"sleep {BOOT_DELAY}\n"
+        f"{shlex.join(argv)}\n"
+        f"exec sleep {max(interval - BOOT_DELAY, 1)}"
+    )
+
+
+def daemontools_files(role: str, service_dir: str, command: list[str], *, interval: int = DEFAULT_INTERVAL,
+                      rsync_conf: str | None = None) -> list[File]:
+    """The files `install-service ROLE --init daemontools` writes."""
+    d = f"{service_dir.rstrip('/')}/{name(role)}"
+    out = [
+        File(d, None, 0o755),
+        File(f"{d}/variables", None, 0o755),
+        File(f"{d}/log", None, 0o755),
+        File(f"{d}/log/run", _LOG_RUN.format(service=name(role)), 0o755),
+        File(f"{d}/run", _RUN.format(what=WHAT[role], role=role, body=run_body(role, command, interval),
+                                     settings=RSYNC_CONF if role == "rsync" else
+                                     "the configuration file, or pistop-style files in ./variables"), 0o755),
+    ]
+    if role == "rsync":
+        out.append(File(RSYNC_CONF, rsync_conf or rsyncd_conf(DEFAULT_MUSIC, 873), keep=True))
+    return out
+
+
+def contrib_files() -> dict[str, str]:
+    """The generated files shipped in contrib/ (units as installed by the package, example rsyncd.conf)."""
+    out = {}
+    for role in ROLES:
+        for f in systemd_files(role, [PROGRAM]):
+            out[os.path.basename(f.path)] = f.text or ""
+    return out
+
+
+# ---------------------------------------------------------------- decisions
+
+
+def detect_init(setting: str = "auto", *, exists: Callable[[str], bool] = os.path.isdir,
+                which: Callable[[str], str | None] = shutil.which) -> str | None:
+    """systemd when it is PID 1, else daemontools when svscan is installed, else None."""
+    if setting in ("systemd", "daemontools"):
+        return setting
+    if exists("/run/systemd/system"):
+        return "systemd"
+    if which("svscan"):
+        return "daemontools"
+    return None
+
+
+def program_path(which: Callable[[str], str | None] = shutil.which) -> str:
+    found = which("pistop-mdns")
+    return os.path.abspath(found) if found else PROGRAM
+
+
+def global_args(config_path: str | None, envdir: str | None, daemontools: bool) -> list[str]:
+    """Options that give the service the configuration install-service was given."""
+    args = []
+    if config_path:
+        args += ["--config", os.path.abspath(config_path)]
+    if envdir and not daemontools:  # under daemontools the envdir's files are copied to ./variables
+        args += ["--envdir", os.path.abspath(envdir)]
+    return args
+
+
+def music_directory(mpd_conf: str) -> str | None:
+    try:
+        value = files.mpd_conf_value(files.read_text(mpd_conf), "music_directory")
+    except (files.FileFormatError, OSError):
+        return None
+    return value if value and value.startswith("/") else None
+
+
+# ---------------------------------------------------------------- doing
+
+
+class Installer:
+    """Writes, enables, restarts and removes; every command through the Runner.
+
+    `live` means the files go to the running system (no --root), so its
+    service manager is told (daemon-reload, enable --now, restarts).
+    """
+
+    def __init__(self, runner: Runner, *, root: str = "/", live: bool = True, dry_run: bool = False,
+                 echo: Callable[[str], None] = print):
+        self.runner = runner
+        self.root = root
+        self.live = live
+        self.dry_run = dry_run
+        self.echo = echo
+
+    def at(self, path: str) -> str:
+        """`path` under --root."""
+        return os.path.join(self.root, path.lstrip("/"))
+
+    def command(self, argv: tuple[str, ...], timeout: float = SYSTEMCTL_TIMEOUT) -> bool:
+        if self.dry_run:
+            self.echo(f"would run: {shlex.join(argv)}")
+            return True
+        result = self.runner.run(argv, timeout=timeout)
+        if not result.ok:
+            log.error("%s", result.summary())
+        return result.ok
+
+    def write(self, f: File) -> bool:
+        """Put one file or directory in place; True when something changed."""
+        path = self.at(f.path)
+        if f.text is None:
+            if os.path.isdir(path):
+                return False
+            if self.dry_run:
+                self.echo(f"would create directory {path}/")
+            else:
+                os.makedirs(path, f.mode, exist_ok=True)
+            return True
+        if f.keep and os.path.lexists(path):
+            log.info("kept %s (your configuration)", path)
+            return False
+        try:
+            old = files.read_text(path)
+        except (files.FileFormatError, OSError):
+            old = None
+        mode_ok = old is not None and (os.stat(path).st_mode & 0o7777) == f.mode
+        if old == f.text and mode_ok:
+            return False
+        if self.dry_run:
+            self.echo(f"would write {path} (mode {f.mode:o}):")
+            self.echo("".join(f"    {line}\n" for line in f.text.splitlines()).rstrip("\n"))
+            return True
+        os.makedirs(os.path.dirname(path), 0o755, exist_ok=True)
+        files.atomic_write(path, f.text, backup_suffix=None)
+        os.chmod(path, f.mode)
+        log.info("%s %s", "wrote" if old is None else "updated", path)
+        return True
+
+    def delete(self, path: str) -> bool:
+        full = self.at(path)
+        if not os.path.lexists(full):
+            return False
+        if self.dry_run:
+            self.echo(f"would remove {full}")
+            return True
+        os.unlink(full)
+        log.info("removed %s", full)
+        parent = os.path.dirname(full)
+        if parent.endswith(".d") and not os.listdir(parent):
+            os.rmdir(parent)
+        return True
+
+    # ------------------------------------------------------------ systemd
+
+    def packaged(self, f: File) -> bool:
+        """Does the package ship exactly this unit? Then a copy in /etc would only hide its updates."""
+        if not f.path.startswith(UNIT_DIR + "/") or f.path.count("/") != UNIT_DIR.count("/") + 1:
+            return False
+        try:
+            return files.read_text(self.at(f"{PACKAGED_UNIT_DIR}/{os.path.basename(f.path)}")) == f.text
+        except (files.FileFormatError, OSError):
+            return False
+
+    def install_systemd(self, role: str, wanted: list[File]) -> int:
+        unit = f"{name(role)}.service"
+        existed = any(os.path.exists(self.at(f"{d}/{unit}")) for d in (UNIT_DIR, PACKAGED_UNIT_DIR))
+        ours = [f for f in wanted if not self.packaged(f)]
+        for f in wanted:
+            if f not in ours:
+                log.info("%s: the packaged unit in %s is used", os.path.basename(f.path), PACKAGED_UNIT_DIR)
+        changed = [f for f in ours if self.write(f)]
+        keep = {f.path for f in ours}
+        stale = [p for p in systemd_paths(role) if p not in keep and self.delete(p)]
+        target = enabled_unit(role)
+        if not self.live:
+            if not self.command(commands.systemctl_in_root(self.root, "enable", target)):
+                return 1
+            log.info("%s enabled under %s; it starts at that system's next boot", target, self.root)
+            return 0
+        if (changed or stale) and not self.command(commands.systemctl("daemon-reload")):
+            return 1
+        if not self.command(commands.systemctl("enable", "--now", target)):
+            return 1
+        if existed and changed and role != "update":
+            # A running service keeps its old settings until restarted.
+            if not self.command(commands.systemctl("try-restart", unit)):
+                return 1
+        log.info("%s: %s, enabled and started", target, "installed" if not existed else
+                 "updated" if changed or stale else "already installed and up to date")
+        return 0
+
+    def remove_systemd(self, role: str) -> int:
+        target = enabled_unit(role)
+        present = [p for p in systemd_paths(role) if os.path.lexists(self.at(p))]
+        if not present and not os.path.exists(self.at(f"{PACKAGED_UNIT_DIR}/{target}")):
+            log.info("%s is not installed: nothing to remove", target)
+            return 0
+        if self.live:
+            # A running update is left to finish: stopping apt midway breaks packages.
+            if not self.command(commands.systemctl("disable", "--now", target)):
+                return 1
+        elif not self.command(commands.systemctl_in_root(self.root, "disable", target)):
+            return 1
+        for path in present:
+            self.delete(path)
+        if present and self.live and not self.command(commands.systemctl("daemon-reload")):
+            return 1
+        if role == "rsync" and os.path.exists(self.at(RSYNC_CONF)):
+            log.info("kept %s (your configuration)", self.at(RSYNC_CONF))
+        log.info("%s removed", target)
+        return 0
+
+    # ------------------------------------------------------------ daemontools
+
+    def supervised(self, directory: str) -> bool:
+        return self.runner.run(commands.svok(directory), timeout=10).ok
+
+    def install_daemontools(self, role: str, service_dir: str, wanted: list[File],
+                            variables_from: str | None = None) -> int:
+        live_dir = self.at(service_dir)
+        final = os.path.join(live_dir, name(role))
+        hidden = os.path.join(live_dir, "." + name(role))
+        if os.path.lexists(hidden):
+            log.error("%s exists: an earlier removal did not finish; fix: run `pistop-mdns install-service "
+                      "%s --remove`, then install again", hidden, role)
+            return 1
+        if not os.path.isdir(live_dir):
+            log.warning("%s does not exist: %s it; make sure svscan watches it (Debian's daemontools-run "
+                        "watches /etc/service: use --service-dir /etc/service)", live_dir,
+                        "would create" if self.dry_run else "creating")
+        existed = os.path.isdir(final)
+        service_files = [f for f in wanted if f.path.startswith(service_dir.rstrip("/") + "/")]
+        others = [f for f in wanted if f not in service_files]
+        for f in others:
+            self.write(f)
+        if existed:
+            changed = {f.path for f in service_files if self.write(f)}
+            self.copy_variables(variables_from, final)
+            base = f"{service_dir.rstrip('/')}/{name(role)}"
+            for path, directory in ((f"{base}/run", final), (f"{base}/log/run", os.path.join(final, "log"))):
+                if path in changed and not self.dry_run and self.supervised(directory):
+                    # supervise runs the new script only when the old one exits.
+                    if not self.command(commands.svc("-t", directory)):
+                        return 1
+            log.info("%s: %s", final, "updated" if changed else "already installed and up to date")
+            return 0
+        if self.dry_run:
+            for f in service_files:
+                self.write(f)
+            self.copy_variables(variables_from, final)
+            self.echo(f"(built as {hidden}, then renamed: svscan starts it within 5 seconds)")
+            return 0
+        # Built under a dot name, which svscan ignores, and renamed into place
+        # whole: svscan never starts a half-written service.
+        prefix = service_dir.rstrip("/") + "/" + name(role)
+        hidden_prefix = service_dir.rstrip("/") + "/." + name(role)
+        for f in service_files:
+            self.write(File(hidden_prefix + f.path[len(prefix):], f.text, f.mode, f.keep))
+        self.copy_variables(variables_from, hidden)
+        os.rename(hidden, final)
+        log.info("installed %s: svscan starts it within 5 seconds", final)
+        return 0
+
+    def copy_variables(self, envdir: str | None, service: str) -> None:
+        """pistop's variables (MDRIVE, POWER_OFF, ...) from --envdir, where ./variables lacks them."""
+        if not envdir:
+            return
+        source = config.envdir_path(envdir)
+        target = os.path.join(service, "variables")
+        for var in sorted(config.BY_ENVVAR):
+            src, dst = source / var, os.path.join(target, var)
+            if src.is_file() and not os.path.lexists(dst):
+                if self.dry_run:
+                    self.echo(f"would copy {src} to {dst}")
+                else:
+                    shutil.copyfile(src, dst)
+                    log.info("copied %s to %s", src, dst)
+
+    def remove_daemontools(self, role: str, service_dir: str) -> int:
+        live_dir = self.at(service_dir)
+        final = os.path.join(live_dir, name(role))
+        hidden = os.path.join(live_dir, "." + name(role))
+        if not os.path.lexists(final) and not os.path.lexists(hidden):
+            log.info("%s is not installed: nothing to remove", final)
+            return 0
+        if self.dry_run:
+            for line in (f"would rename {final} to {hidden} (svscan stops watching it)",
+                         f"would run: svc -dx {hidden} {hidden}/log", f"would remove {hidden}"):
+                self.echo(line)
+            return 0
+        if os.path.lexists(final):
+            os.rename(final, hidden)
+        log_dir = os.path.join(hidden, "log")
+        for directory in (hidden, log_dir):
+            self.command(commands.svc("-dx", directory))
+        deadline = time.monotonic() + SUPERVISE_EXIT_WAIT
+        while self.supervised(hidden) or self.supervised(log_dir):
+            if time.monotonic() > deadline:
+                log.error("supervise still runs in %s after %g s; fix: `svc -dx %s %s`, then run --remove again",
+                          hidden, SUPERVISE_EXIT_WAIT, hidden, log_dir)
+                return 1
+            time.sleep(0.2)
+        shutil.rmtree(hidden)
+        log.info("removed %s", final)
+        return 0
+
+
+# ---------------------------------------------------------------- the verb
+
+
+def run(cfg: Config, role: str, *, init: str | None, remove: bool, dry_run: bool, root: str,
+        config_path: str | None, envdir: str | None, echo: Callable[[str], None]) -> int:
+    if os.geteuid() != 0 and not dry_run:
+        log.error("install-service needs root: it writes system files and starts services; "
+                  "fix: run it with sudo (or try --dry-run)")
+        return 2
+    init = init or detect_init(cfg.general.service_manager if cfg.general.service_manager != "none" else "auto")
+    if init is None:
+        log.error("no service manager found: systemd is not running (/run/systemd/system) and daemontools' "
+                  "svscan is not installed; fix: give --init systemd or --init daemontools")
+        return 2
+    root = os.path.abspath(root)
+    installer = Installer(Runner(cfg.general.timeout), root=root, live=root == "/", dry_run=dry_run, echo=echo)
+    daemontools = init == "daemontools"
+    if remove:
+        if daemontools:
+            return installer.remove_daemontools(role, cfg.general.service_dir)
+        return installer.remove_systemd(role)
+    program = program_path()
+    if program == PROGRAM and not os.path.exists(PROGRAM):
+        log.warning("pistop-mdns is not on PATH: the service will run %s; install the package", PROGRAM)
+    command = [program, *global_args(config_path, envdir, daemontools)]
+    conf = None
+    if role == "rsync":
+        music = music_directory(cfg.server.mpd_conf)
+        if music is None:
+            log.warning("no music_directory in %s: %s serves %s until you edit `path` there",
+                        cfg.server.mpd_conf, RSYNC_CONF, DEFAULT_MUSIC)
+        conf = rsyncd_conf(music or DEFAULT_MUSIC, cfg.server.rsync_port)
+    interval = cfg.update.interval
+    try:
+        if daemontools:
+            wanted = daemontools_files(role, cfg.general.service_dir, command, interval=interval, rsync_conf=conf)
+            status = installer.install_daemontools(role, cfg.general.service_dir, wanted, variables_from=envdir)
+        else:
+            status = installer.install_systemd(role, systemd_files(role, command, interval=interval,
+                                                                   rsync_conf=conf))
+    except OSError as e:
+        log.error("install-service %s: %s: %s; fix: check that %s is writable", role, e.filename or "",
+                  e.strerror, root)
+        return 1
+    if status == 0 and role == "rsync" and not cfg.server.advertise_rsync:
+        log.info("to have the server advertise it as _rsync._tcp, set advertise_rsync = true in [server]")
+    return status
