@@ -64,3 +64,103 @@ def uhubctl_off(location: str, ports: str = "") -> Argv:
     if ports:
         argv += ["-p", ports]
     return tuple(argv)
+
+
+# ---------------------------------------------------------------- client machine
+# Looking into a share goes through a child process with a timeout, never a
+# stat() in our own process: on a dead NFS server a stat can block for good.
+
+
+def mkdir_p(path: str) -> Argv:
+    return ("mkdir", "-p", path)
+
+
+def path_exists(path: str) -> Argv:
+    return ("test", "-e", path)
+
+
+def ls_all(path: str) -> Argv:
+    return ("ls", "-A", path)
+
+
+def stat_identity(*paths: str) -> Argv:
+    """device:inode of each path, one a line: equal lines mean the same directory."""
+    return ("stat", "-L", "-c", "%d:%i", *paths)
+
+
+def systemd_unit(name: str) -> str:
+    """"mpd" -> "mpd.service"; a name that already has a unit suffix stays."""
+    return name if "." in name else f"{name}.service"
+
+
+def systemd_socket(name: str) -> str:
+    """The socket unit that would start service `name` again on the next connection."""
+    return name.rsplit(".", 1)[0] + ".socket" if "." in name else f"{name}.socket"
+
+
+def poweroff(command: tuple[str, ...] | list[str] = ("shutdown", "-h", "now")) -> Argv:
+    return tuple(command)
+
+
+# ---------------------------------------------------------------- backup, update, services
+
+
+def rsync(options: tuple[str, ...] | list[str], source: str, target: str, *, dry_run: bool = False) -> Argv:
+    # --itemize-changes makes a dry run say what it would change.
+    extra = ("--dry-run", "--itemize-changes") if dry_run else ()
+    return ("rsync", *options, *extra, source, target)
+
+
+# Keep local changes to configuration files (mpd.conf, which the client
+# rewrites, above all) when a package ships a new one: an unattended upgrade
+# must never stop at dpkg's conffile question.
+APT_KEEP_CONFFILES = ("-o", "Dpkg::Options::=--force-confdef", "-o", "Dpkg::Options::=--force-confold")
+
+
+def apt_refresh() -> Argv:
+    return ("apt-get", "-qy", "update")
+
+
+def apt_policy(packages: list[str]) -> Argv:
+    return ("apt-cache", "policy", *packages)
+
+
+def apt_upgrade(packages: list[str]) -> Argv:
+    return ("apt-get", "-qy", *APT_KEEP_CONFFILES, "--only-upgrade", "install", *packages)
+
+
+def dnf_refresh(tool: str = "dnf") -> Argv:
+    return (tool, "-q", "makecache")
+
+
+def dnf_check_update(packages: list[str], tool: str = "dnf") -> Argv:
+    return (tool, "-q", "check-update", *packages)
+
+
+def dnf_upgrade(packages: list[str], tool: str = "dnf") -> Argv:
+    return (tool, "-y", "upgrade" if tool == "dnf" else "update", *packages)
+
+
+def zypper_refresh() -> Argv:
+    return ("zypper", "--non-interactive", "refresh")
+
+
+def zypper_list_updates() -> Argv:
+    return ("zypper", "--non-interactive", "list-updates")
+
+
+def zypper_upgrade(packages: list[str]) -> Argv:
+    return ("zypper", "--non-interactive", "update", *packages)
+
+
+def at_in_one_minute() -> Argv:
+    return ("at", "now", "+", "1", "minute")
+
+
+def systemctl_in_root(root: str, verb: str, *units: str) -> Argv:
+    """systemctl acting on the unit files of another root (no service manager involved)."""
+    return ("systemctl", f"--root={root}", verb, *units)
+
+
+def svok(service_dir: str) -> Argv:
+    return ("svok", service_dir)
