@@ -160,16 +160,20 @@ class Server:
                       self.cfg.server.port, e.strerror)
             return 1
         await self.advertiser.start(addrs)
+        # Up before the registration, which takes a second: a board may come up
+        # (and `pistop-mdns shutdown` be called) while it is still announcing.
+        control = await self._control_socket()
         try:
             self.name = await self.advertiser.register(
                 SERVICE_TYPE, self.cfg.server.instance, self.cfg.server.port, self._properties())
+            if self.state != STATE_UP:  # announced over the control socket while registering
+                await self.advertiser.update(self.name, self._properties())
             s = self.cfg.server
             log.info("%s: advertising %s on %s port %d: export %s%s, mpd port %d%s", self.cfg.general.hostname,
                      self.name, ", ".join(addrs), s.port, s.export, f" (music {s.music})" if s.music else "",
                      s.mpd_port, ", signed" if self.key else "")
             if s.advertise_rsync:
                 await self.advertiser.register("_rsync._tcp.local.", s.instance, s.rsync_port, {})
-            control = await self._control_socket()
             self._write_state()
             if s.backup_at_start:
                 asyncio.ensure_future(self._backup())
@@ -177,9 +181,9 @@ class Server:
             await self._watch(addrs)
             reason = self.listener.notice or self._stop_reason()
             await self._announce(reason)
+        finally:
             if control is not None:
                 control.close()
-        finally:
             await self.advertiser.close()
             await self.listener.close()
             statefile.remove(self.cfg.general.state_dir, "server")
@@ -208,7 +212,8 @@ class Server:
                  len(self.listener.clients))
         self.state = reason
         await self.listener.announce(reason)
-        await self.advertiser.update(self.name, self._properties())
+        if self.name:  # else the registration is still under way: see run()
+            await self.advertiser.update(self.name, self._properties())
         self._write_state()
 
     async def _watch(self, addrs: list[str]) -> None:
@@ -254,11 +259,11 @@ class Server:
         try:
             msg = await channel.read_message(reader, 5)
             if msg.get("t") == "announce" and msg.get("reason") in (STATE_POWEROFF, STATE_RESTART, STATE_STOPPING):
+                told = [c.name for c in self.listener.clients.values()]
                 await self._announce(msg["reason"])
                 wait = float(msg.get("wait", 30))
                 still = await self.listener.wait_clients_down(wait)
-                result = {"t": "result", "ok": not still, "still_up": [c.name for c in still],
-                          "clients": self.listener.client_list()}
+                result = {"t": "result", "ok": not still, "still_up": [c.name for c in still], "told": told}
             else:
                 result = {"t": "result", "ok": False, "msg": "unknown request"}
             writer.write(json.dumps(result).encode() + b"\n")

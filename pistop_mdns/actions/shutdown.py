@@ -120,7 +120,8 @@ def run_local(cfg: Config, args: list[str], runner: Runner | None = None) -> int
     elif answer.get("still_up"):
         log.warning("%s: still up after %g s: %s; going on", host, wait, ", ".join(answer["still_up"]))
     elif answer:
-        log.info("%s: all %d client(s) are down", host, len(answer.get("clients", [])))
+        told = answer.get("told", [])
+        log.info("%s: all %d client(s) are down%s", host, len(told), f": {', '.join(told)}" if told else "")
     steps = plan(cfg, args, _data_disk(cfg, runner), service_manager(cfg))
     failed = 0
     for step in steps:
