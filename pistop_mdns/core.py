@@ -295,7 +295,13 @@ def _url_host(address: str) -> str:
     return f"[{address}]" if ":" in address else address
 
 
+def share_url(ad: ServerAd, address: str) -> str:
+    """The export as an nfs:// URL (what a ready marker is relative to)."""
+    return f"nfs://{_url_host(address)}{ad.export.rstrip('/') or '/'}"
+
+
 def nfs_url(ad: ServerAd, address: str) -> str:
+    """The music directory inside the export as an nfs:// URL (mpd's music_directory)."""
     path = ad.export.rstrip("/") + ("/" + ad.music if ad.music else "")
     return f"nfs://{_url_host(address)}{path or '/'}"
 
@@ -307,7 +313,7 @@ def ready_marker(ad: ServerAd, s: Settings) -> str:
 def _mount_steps(ad: ServerAd, address: str, s: Settings) -> list[Action]:
     marker = ready_marker(ad, s)
     if s.mount_mode == "mpd":
-        return [WaitReady(s.mountpoint, marker, nfs_url=nfs_url(ad, address))]
+        return [WaitReady(s.mountpoint, marker, nfs_url=share_url(ad, address))]
     fill = {"address": _url_host(address), "export": ad.export, "host": ad.host.rstrip(".")}
     if s.mount_mode == "autofs":
         return [PointAutofs(s.autofs_location.format(**fill)), EnsureAutofs(), WaitReady(s.mountpoint, marker)]
@@ -392,13 +398,13 @@ def describe(plan: Plan, address: str | None, s: Settings) -> str:
         return f"{s.hostname}: {plan.why} -> " + ", ".join(what)
     ad = plan.server
     assert ad is not None and address is not None
-    where = nfs_url(ad, address) if s.mount_mode == "mpd" else s.mountpoint
-    verb = "mount" if s.mount_mode != "mpd" else "mpd reads"
-    return (
-        f"{s.hostname}: {plan.why} -> {verb} {_url_host(address)}:{ad.export} "
-        f"{'at ' if s.mount_mode != 'mpd' else 'from '}{where}, "
-        f"point mpd at {_url_host(address)}:{ad.mpd_port}, start mpd"
-    )
+    if s.mount_mode == "mpd":
+        share = f"mpd reads {nfs_url(ad, address)}"
+    else:
+        source = next((a.source if isinstance(a, Mount) else a.location for a in plan.actions
+                       if isinstance(a, (Mount, PointAutofs))), "")
+        share = f"mount {source} at {s.mountpoint}"
+    return f"{s.hostname}: {plan.why} -> {share}, point mpd at {_url_host(address)}:{ad.mpd_port}, start mpd"
 
 
 # ---------------------------------------------------------------- step

@@ -115,7 +115,9 @@ class Client:
                                             local_networks=tuple(i.network for i in interfaces))
         facts = await asyncio.to_thread(self.applier.probe)
         self.facts = facts
-        self._put(Started(time.monotonic(), mounted=bool(facts.mounted)))
+        # In mpd mode nothing is mounted; an mpd left running counts as "set up".
+        in_use = facts.mounted if facts.mounted is not None else facts.mpd_running
+        self._put(Started(time.monotonic(), mounted=bool(in_use)))
         await self.browser.start([i.address for i in interfaces])
         statefile.sd_notify("READY=1\nSTATUS=browsing for _pistop._tcp")
         watcher = asyncio.ensure_future(self._watch_addresses(interfaces))

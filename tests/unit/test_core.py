@@ -108,7 +108,7 @@ def test_autofs_mode_points_the_map_and_mpd_mode_rewrites_music_directory():
     assert plan.actions[1:4] == (PointAutofs("198.18.0.11:/srv/music"), core.EnsureAutofs(),
                                  WaitReady("/mnt/music", "Music"))
     plan = Driver(replace(S, mount_mode="mpd", mountpoint="")).feed(ServerSeen(1.0, ad(music="Music")))
-    assert WaitReady("", "Music", nfs_url="nfs://198.18.0.11/srv/music/Music") in plan.actions
+    assert WaitReady("", "Music", nfs_url="nfs://198.18.0.11/srv/music") in plan.actions
     assert SetMpdConf("198.18.0.11", 6600, "nfs://198.18.0.11/srv/music/Music") in plan.actions
     assert not any(isinstance(a, (Mount, PointAutofs)) for a in plan.actions)
 
