@@ -124,8 +124,6 @@ def nfs_ls_names(out: str) -> list[str]:
     return names
 
 
-
-
 # ---------------------------------------------------------------- the applier
 
 

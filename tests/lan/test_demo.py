@@ -42,3 +42,32 @@ def test_demo_without_root_says_so():
                           env=ENV, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "pistop-mdns demo needs root: it builds network namespaces. Run: sudo pistop-mdns demo" in proc.stdout
+
+
+def test_demo_keep_waits_for_ctrl_c_and_then_cleans_up():
+    need_root()
+    import signal
+    import time
+
+    proc = subprocess.Popen(pm_argv("demo", "--keep"), env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    lines = []
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if "this checkout's pistop-mdns:" in line:
+                break
+        lines.append(proc.stdout.readline())
+        assert any("sudo nsenter -t" in line and "# kitchen (198.18.0.12)" in line for line in lines), lines
+        assert "-m pistop_mdns browse" in lines[-1]
+        time.sleep(1)
+        assert proc.poll() is None, "the LAN should stay up until Ctrl-C"
+        assert [ns for ns in namespaces() if ns.startswith(f"pm{proc.pid}x")]
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, rest
+    assert "done: nothing is left behind" in rest
+    assert not [ns for ns in namespaces() if ns.startswith(f"pm{proc.pid}x")]
