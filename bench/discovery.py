@@ -18,7 +18,6 @@ Usage: sudo python3 bench/discovery.py [ROUNDS]   (default 20; needs root)
 from __future__ import annotations
 
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,40 +27,13 @@ from common import ENV, HEADER, Lines, pm, row, stacks
 
 from pistop_mdns.lan import Lan
 
-AVAHI_CONF = """[server]
-host-name=bedroom
-use-ipv4=yes
-use-ipv6=no
-allow-interfaces=eth0
-enable-dbus=yes
-[publish]
-publish-aaaa-on-ipv4=no
-publish-hinfo=no
-publish-workstation=no
-"""
-
-
-def start_avahi(host, tmp: Path) -> None:
-    conf = tmp / "avahi.conf"
-    conf.write_text(AVAHI_CONF)
-    host.run(["mkdir", "-p", "/run/dbus", "/run/avahi-daemon"], check=True)
-    host.spawn(["dbus-daemon", "--system", "--nofork", "--nopidfile"], stdout=subprocess.DEVNULL)
-    for _ in range(100):
-        if host.run(["test", "-S", "/run/dbus/system_bus_socket"]).returncode == 0:
-            break
-        time.sleep(0.05)
-    daemon = Lines(host.spawn(["avahi-daemon", "--no-drop-root", "--no-chroot", "-f", str(conf)]))
-    if daemon.wait("Server startup complete", 0, 15) is None:
-        sys.exit("avahi-daemon did not start")
-
-
 def main() -> int:
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 20
     appear_ours, appear_avahi, leave_ours, leave_avahi, exits = [], [], [], [], []
     with tempfile.TemporaryDirectory() as tmp, Lan(["musicpi", "kitchen", "bedroom"]) as lan:
         tmp = Path(tmp)
         lan.wait_for_multicast()
-        start_avahi(lan["bedroom"], tmp)
+        lan["bedroom"].start_avahi(str(tmp))
         avahi = Lines(lan["bedroom"].spawn(["avahi-browse", "-rp", "_pistop._tcp"]))
         client = Lines(lan["kitchen"].spawn(pm("client", "--dry-run", "--mount-mode", "mpd",
                                                "--gone-hold", "0", "--flap-window", "0",

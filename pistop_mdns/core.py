@@ -64,7 +64,6 @@ from pistop_mdns.model import (
     StopRequested,
     StopService,
     Sync,
-    Tick,
     Unmount,
     WaitReady,
 )
@@ -475,20 +474,14 @@ def _observe(state: State, event: Event, s: Settings, notes: list[str]) -> State
                                       announced_at=(old.announced_at if reason == old.announced else at)
                                       if reason else None)
         return replace(state, servers=servers)
-    if isinstance(event, ChannelUp):
+    if isinstance(event, (ChannelUp, Heartbeat)):
         old = servers.get(event.name)
         if old is None:
             return state
+        # Heartbeats come only from an established session, so both are signs
+        # of life: after a cable was out for longer than the dead time, the
+        # same TCP connection may carry on without a new handshake.
         servers[event.name] = replace(old, channel_up=True, last_heard=at, dead=False)
-        return replace(state, servers=servers)
-    if isinstance(event, Heartbeat):
-        old = servers.get(event.name)
-        if old is None:
-            return state
-        # Heartbeats come only from an established session: after a cable was
-        # out for longer than the dead time, the same TCP connection may carry
-        # on, and its first heartbeat is the server's sign of life.
-        servers[event.name] = replace(old, last_heard=at, channel_up=True, dead=False)
         return replace(state, servers=servers)
     if isinstance(event, ChannelLost):
         old = servers.get(event.name)

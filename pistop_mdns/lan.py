@@ -33,6 +33,18 @@ SUBNET = "198.18.0"
 FIRST_HOST = 11
 _counter = itertools.count(1)
 
+AVAHI_CONF = """[server]
+host-name={name}
+use-ipv4=yes
+use-ipv6=no
+allow-interfaces=eth0
+enable-dbus=yes
+[publish]
+publish-aaaa-on-ipv4=no
+publish-hinfo=no
+publish-workstation=no
+"""
+
 
 class LanError(RuntimeError):
     pass
@@ -114,6 +126,32 @@ class Host:
                                 start_new_session=True, text=True, **kw)
         self.lan.processes.append(proc)
         return proc
+
+    def start_avahi(self, conf_dir: str, timeout: float = 15) -> subprocess.Popen:
+        """avahi-daemon (with its own system D-Bus) in this host, as an independent mDNS peer.
+
+        Both run in the foreground, so the Lan stops them; the host's private
+        /run keeps their sockets away from the machine's own.
+        """
+        conf = os.path.join(conf_dir, f"avahi-{self.name}.conf")
+        with open(conf, "w") as f:
+            f.write(AVAHI_CONF.format(name=self.name))
+        self.run(["mkdir", "-p", "/run/dbus", "/run/avahi-daemon"], check=True)
+        self.spawn(["dbus-daemon", "--system", "--nofork", "--nopidfile"], stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while self.run(["test", "-S", "/run/dbus/system_bus_socket"]).returncode != 0:
+            if time.monotonic() > deadline:
+                raise LanError(f"{self.name}: the D-Bus system bus did not start")
+            time.sleep(0.05)
+        daemon = self.spawn(["avahi-daemon", "--no-drop-root", "--no-chroot", "-f", conf])
+        assert daemon.stdout is not None
+        while time.monotonic() < deadline:
+            line = daemon.stdout.readline()
+            if not line:
+                break
+            if "Server startup complete" in line:
+                return daemon
+        raise LanError(f"{self.name}: avahi-daemon did not start")
 
     def link(self, up: bool) -> None:
         """Plug or unplug this host's cable (its eth0)."""

@@ -131,7 +131,7 @@ def test_direct_mode_waits_for_the_marker_plays_and_stops_mpd_before_unmounting(
 
         mark = client.mark()
         server_proc.send_signal(signal.SIGTERM)
-        client.wait(rf"kitchen: hook post_unmount: ran ", 60, start=mark)
+        client.wait(r"kitchen: hook post_unmount: ran ", 60, start=mark)
         stopped = client.find(r"kitchen: stopped mpd: svc -d ", mark)
         unmounted = client.find(rf"kitchen: unmounted {mountpoint}$", mark)
         assert stopped and unmounted, client.text()

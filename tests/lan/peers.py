@@ -7,20 +7,9 @@ import os
 import signal
 import subprocess
 
+from pistop_mdns import auth
 from pistop_mdns.lan import Host
 from tests.helpers import ENV, Output, need, pm_argv, wait_for
-
-AVAHI_CONF = """[server]
-host-name={name}
-use-ipv4=yes
-use-ipv6=no
-allow-interfaces=eth0
-enable-dbus=yes
-[publish]
-publish-aaaa-on-ipv4=no
-publish-hinfo=no
-publish-workstation=no
-"""
 
 
 def start(host: Host, *args: str, name: str | None = None) -> Output:
@@ -59,18 +48,15 @@ def browse_until(host: Host, instance: str, timeout: float = 20) -> dict:
     return wait_for(look, timeout, interval=0, what=f"browse to see {instance}")
 
 
-def start_avahi(host: Host, tmp_path) -> Output:
-    """avahi-daemon (with its own system D-Bus) inside `host`, in the foreground so the Lan
-    stops it; the host's private /run keeps its sockets away from the machine's."""
+def start_avahi(host: Host, tmp_path) -> subprocess.Popen:
     need("avahi-daemon", "avahi-browse", "avahi-publish", "dbus-daemon",
          package="avahi-daemon avahi-utils dbus")
-    conf = tmp_path / f"avahi-{host.name}.conf"
-    conf.write_text(AVAHI_CONF.format(name=host.name))
-    host.run(["mkdir", "-p", "/run/dbus", "/run/avahi-daemon"], check=True)
-    host.spawn(["dbus-daemon", "--system", "--nofork", "--nopidfile"], stdout=subprocess.DEVNULL)
-    wait_for(lambda: host.run(["test", "-S", "/run/dbus/system_bus_socket"]).returncode == 0, 10,
-             what="the D-Bus system socket")
-    out = Output(host.spawn(["avahi-daemon", "--no-drop-root", "--no-chroot", "-f", str(conf)]),
-                 f"{host.name}: avahi-daemon")
-    out.wait("Server startup complete", 15)
-    return out
+    return host.start_avahi(str(tmp_path))
+
+
+def make_key(tmp_path) -> str:
+    """A shared key file, as `pistop-mdns keygen` writes it."""
+    path = tmp_path / "key"
+    path.write_text(auth.generate_key() + "\n")
+    path.chmod(0o600)
+    return str(path)

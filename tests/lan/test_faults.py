@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from pistop_mdns import auth, txt
 from tests.helpers import ENV, PYTHON, Output, need, wait_for
 from tests.lan import peers
 
@@ -149,16 +148,9 @@ def test_server_stopping_every_second_converges_to_up(make_lan, tmp_path):
     assert ups == downs + 1
 
 
-def make_key(tmp_path) -> str:
-    path = tmp_path / "key"
-    path.write_text(auth.generate_key() + "\n")
-    path.chmod(0o600)
-    return str(path)
-
-
 def test_spoofed_server_is_ignored_when_a_key_is_set(make_lan, tmp_path):
     lan = make_lan(["musicpi", "kitchen", "rogue", "bedroom"])
-    key = make_key(tmp_path)
+    key = peers.make_key(tmp_path)
     cl = peers.client(lan["kitchen"], tmp_path, "--key-file", key)
     peers.server(lan["musicpi"], tmp_path, "--key-file", key)
     cl.wait(r"server musicpi \(198\.18\.0\.11\) appeared -> mount", 30)
@@ -220,6 +212,6 @@ def test_random_txt_from_the_lan_gives_one_line_no_action_no_crash(watched_lan, 
     assert len(lines) <= 1, lines
     for line in lines:
         assert line.startswith(f"warning: ignoring {instance}._pistop._tcp.local.: ") or \
-            f"appeared; ignored, pinned to nobody" in line, line
+            "appeared; ignored, pinned to nobody" in line, line
     assert cl.find("appeared ->", mark) is None
     assert cl.find("plan ", mark) is None

@@ -7,7 +7,6 @@ import re
 
 import pytest
 
-from pistop_mdns import auth
 from tests.helpers import ENV, pm_argv, wait_for
 from tests.lan import peers
 
@@ -28,13 +27,6 @@ services = []
 clients_timeout = 15
 command = ["touch", "{tmp_path}/server-powered-off"]
 """)
-    return str(path)
-
-
-def make_key(tmp_path) -> str:
-    path = tmp_path / "key"
-    path.write_text(auth.generate_key() + "\n")
-    path.chmod(0o600)
     return str(path)
 
 
@@ -62,7 +54,7 @@ def test_local_shutdown_waits_for_the_boards_then_syncs_and_powers_off(make_lan,
 
 def test_a_board_asks_the_server_to_shut_down_with_the_key(make_lan, tmp_path):
     lan = make_lan(["musicpi", "kitchen"])
-    key = make_key(tmp_path)
+    key = peers.make_key(tmp_path)
     conf = server_config(tmp_path, key)
     peers.start(lan["musicpi"], "--config", conf, "server")
     cl = peers.client(lan["kitchen"], tmp_path, "--key-file", key)
@@ -83,7 +75,7 @@ def test_remote_shutdown_without_a_key_is_refused_on_both_ends(make_lan, tmp_pat
     assert proc.returncode == 2
     assert "no key: a server accepts remote commands only with the shared key" in proc.stderr
     # a board that has a key does not even find an unsigned server
-    proc = lan["kitchen"].run(pm_argv("shutdown", "--server", "musicpi", "--key-file", make_key(tmp_path)),
+    proc = lan["kitchen"].run(pm_argv("shutdown", "--server", "musicpi", "--key-file", peers.make_key(tmp_path)),
                               env=ENV, timeout=60)
     assert proc.returncode == 1
     assert "no server musicpi found on the LAN (or it does not prove the key)" in proc.stderr

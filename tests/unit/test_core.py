@@ -488,8 +488,8 @@ def test_failed_bring_up_is_still_torn_down_when_the_server_leaves():
 def test_events_during_a_plan_are_coalesced_into_one_final_decision():
     d = Driver()
     d.feed(ServerSeen(1.0, ad()))
-    for t, ev in [(1.1, ServerSeen(1.1, ad(state="stopping"))), (1.2, ServerGone(1.2, ad().name)),
-                  (1.3, ServerSeen(1.3, ad(boot="b2"))), (1.4, ServerSeen(1.4, ad(boot="b2"), added=False))]:
+    for ev in [ServerSeen(1.1, ad(state="stopping")), ServerGone(1.2, ad().name),
+               ServerSeen(1.3, ad(boot="b2")), ServerSeen(1.4, ad(boot="b2"), added=False)]:
         assert d.feed(ev) is None
     plan = d.finish(2.0)
     assert plan.kind == RETARGET  # the bring-up was for boot b1; b2 is the truth now

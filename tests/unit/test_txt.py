@@ -6,7 +6,7 @@ import logging
 
 from hypothesis import given, settings, strategies as st
 
-from pistop_mdns import auth, mdns, txt
+from pistop_mdns import mdns, txt
 from pistop_mdns.model import ServerAd
 
 NAME = "musicpi._pistop._tcp.local."
