@@ -242,10 +242,13 @@ def _target(state: State, at: float, s: Settings) -> _Target:
 def channel_target(state: State, s: Settings) -> Known | None:
     """The server the liveness channel should be connected to.
 
-    The followed one; otherwise the one that would be followed if it proved
+    The one a running plan is for; the followed one; otherwise the one that would be followed if it proved
     itself: with a key, a server becomes a candidate only once its channel is
     up, and a server declared dead comes back only through its channel.
     """
+    if state.busy is not None and state.busy.server is not None and state.busy.server.name in state.servers:
+        # A running plan ends by telling its server this board is up or down.
+        return state.servers[state.busy.server.name]
     if state.following in state.servers:
         return state.servers[state.following]
     hopefuls = [

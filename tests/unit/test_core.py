@@ -433,11 +433,21 @@ def test_channel_target_is_the_followed_server_or_the_one_that_would_be():
     assert d.state.following == ad().name
     d.finish(2.0)
     d.feed(Tick(12.0))  # silent: dead, torn down, not followed any more
+    assert core.channel_target(d.state, KS).ad.instance == "musicpi"  # the tear-down reports to it
     d.finish(13.0)
     assert d.state.following is None
     assert core.channel_target(d.state, KS).ad.instance == "musicpi"  # keep listening for it
     d.feed(ServerSeen(14.0, ad(state="stopping", authenticated=True)))
     assert core.channel_target(d.state, KS) is None
+
+
+def test_the_channel_stays_while_a_tear_down_for_its_server_runs():
+    d = up(replace(S, power_off=True))
+    d.feed(ServerNotice(10.0, ad().name, "poweroff"))
+    assert d.state.following is None and d.state.busy.kind == TEAR_DOWN
+    assert core.channel_target(d.state, d.s).ad.instance == "musicpi"
+    d.finish(11.0)
+    assert core.channel_target(d.state, d.s) is None
 
 
 def test_with_key_unauthenticated_notice_is_ignored():
