@@ -7,6 +7,7 @@ failed, 2 usage or configuration error.
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any, Callable
 
@@ -223,8 +224,8 @@ def config_show(ctx: click.Context, role: str, **kwargs: Any) -> None:
 def config_check(ctx: click.Context, role: str) -> None:
     """Validate the configuration (exit 2 with the reason when it is wrong)."""
     load(ctx.parent, {}, None if role == "none" else role)
-    where = ctx.parent.obj["config"] or (config.DEFAULT_CONFIG if __import__("os").path.exists(
-        config.DEFAULT_CONFIG) else "defaults")
+    where = ctx.parent.obj["config"] or (config.DEFAULT_CONFIG if os.path.exists(config.DEFAULT_CONFIG)
+                                         else "defaults")
     click.echo(f"configuration ok ({where})")
 
 

@@ -113,6 +113,9 @@ KEYS: tuple[Key, ...] = (
     # ------------------------------------------------------------ client
     _k("client", "server", "str", "",
        "Follow only the server with this instance name (default: the first one seen)."),
+    _k("client", "prefer_ipv6", "bool", False,
+       "Of a server's addresses on this host's subnets, use an IPv6 one before IPv4 "
+       "(needs ip_version all in [general])."),
     _k("client", "mount_mode", "str", "autofs",
        "How the share is mounted: autofs (pistop's way), direct (mount -t nfs4), or "
        "mpd (mpd reads nfs:// itself; no kernel mount).",

@@ -61,7 +61,7 @@ def settings(cfg: Config, networks: tuple[str, ...], keyed: bool) -> core.Settin
         teardown_on_exit=c.teardown_on_exit,
         backup=c.backup_after_bringup and bool(cfg.backup.paths),
         local_networks=networks,
-        prefer_ipv6=False,
+        prefer_ipv6=c.prefer_ipv6,
     )
 
 

@@ -29,7 +29,7 @@ from pistop_mdns.model import (
     WaitReady,
 )
 from pistop_mdns.notify import Notifier
-from tests.unit.board import Board, ad, bring_up_plan, make_config, settings, tear_down_plan
+from tests.unit.board import Board, Clock, ad, bring_up_plan, make_config, settings, tear_down_plan
 
 MPD_CONF = """\
 # kitchen's mpd
@@ -44,21 +44,6 @@ database {
 
 MPD = "/service/mpd"
 AUTOFS = "/service/autofs"
-
-
-class Clock:
-    """A clock that moves only when the applier sleeps."""
-
-    def __init__(self):
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 @pytest.fixture

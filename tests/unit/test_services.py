@@ -8,22 +8,9 @@ import pytest
 from pistop_mdns import services
 from pistop_mdns.executor import Result
 from pistop_mdns.services import Services, SvStatus, parse_svstat
-from tests.unit.board import Board, make_config
+from tests.unit.board import Board, Clock, make_config
 
 MPD = "/service/mpd"
-
-
-class Clock:
-    def __init__(self):
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 @pytest.fixture
