@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import ENV, HEADER, Lines, percentile, pm, row, stacks
+from common import ENV, Lines, percentile, pm, stacks
 
 from pistop_mdns.lan import Lan
 
@@ -99,16 +99,16 @@ def main() -> int:
     minutes = float(sys.argv[2]) if len(sys.argv) > 2 else 5.0
     detect, browse_removed, avahi_removed = crash_rounds(rounds)
     teardowns, removals, hours = loss_run(minutes)
+    p50, p95 = percentile(detect, 50), percentile(detect, 95)
     print(f"## Liveness ({stacks()})\n")
     print(f"Crash detection, {rounds} rounds (SIGKILL, no goodbye; dead_time 10 s, heartbeat 2 s):\n")
-    print(HEADER)
-    print(row("SIGKILL -> client tears down (liveness channel)", detect))
-    print()
-    print(f"mDNS alone in the same rounds: `pistop-mdns browse --watch` removed the record in "
-          f"{browse_removed}/{rounds} rounds and avahi-browse in {avahi_removed}/{rounds} within "
-          f"{MDNS_WAIT:g} s of the kill; their records live until the TTL runs out, {SERVICE_TTL} s. "
-          f"p95 detection is {percentile(detect, 95):.1f} s, {SERVICE_TTL / percentile(detect, 95):.0f}x "
-          f"sooner than the TTL.\n")
+    print("| measured | rounds | p50 | p95 |\n|---|---|---|---|")
+    print(f"| SIGKILL -> client tears down (liveness channel) | {rounds} | {p50:.1f} s | {p95:.1f} s |")
+    print(f"| SIGKILL -> `pistop-mdns browse --watch` drops the record (mDNS alone) | {rounds} | "
+          f"not within {MDNS_WAIT:g} s in {rounds - browse_removed}/{rounds} | TTL {SERVICE_TTL} s |")
+    print(f"| SIGKILL -> avahi-browse drops the record (mDNS alone) | {rounds} | "
+          f"not within {MDNS_WAIT:g} s in {rounds - avahi_removed}/{rounds} | TTL {SERVICE_TTL} s |")
+    print(f"\np95 detection through the channel is {SERVICE_TTL / p95:.0f}x sooner than the record's TTL.\n")
     print(f"20 % loss on both hosts for {hours * 60:.1f} min, default timings: "
           f"{teardowns} false tear-downs ({teardowns / hours:.1f} per hour); mDNS alone "
           f"(browse --watch) reported {removals} removals ({removals / hours:.1f} per hour) in the same run.")
