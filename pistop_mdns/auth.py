@@ -52,6 +52,12 @@ def load_key(path: str, *, required: bool) -> bytes | None:
     return text
 
 
+def configured_key(cfg) -> bytes | None:
+    """The key of general.key_file: optional at its default path, required when set."""
+    path = cfg.general.key_file
+    return load_key(path, required=cfg.sources[("general", "key_file")] != "default")
+
+
 def mac(key: bytes, *parts: str) -> str:
     """HMAC-SHA256 over the parts, each length-prefixed so no two inputs collide."""
     h = hmac.new(key, digestmod=sha256)

@@ -577,17 +577,15 @@ def step(state: State, event: Event, s: Settings) -> tuple[State, Plan | None, l
             state = replace(state, following=None)
         if state.phase == STARTING and state.started_at is not None and at < state.started_at + s.startup_wait:
             return state, None, notes
-        phase = WAITING if state.phase not in (POWERING_OFF,) else state.phase
-        return replace(state, phase=phase, mounted_at_start=False), None, notes
+        return replace(state, phase=WAITING, mounted_at_start=False), None, notes
 
     k = target.known
     ad = k.ad
     address = choose_address(ad.addresses, s)
     state = replace(state, following=ad.name)
-    if applied is None:
-        if not state.healthy and not state.retry_wanted:
-            return state, None, notes
-        why = f"server {ad.instance} ({address}) appeared"
+    if applied is None or (not state.healthy and state.retry_wanted and applied.name == ad.name):
+        why = f"server {ad.instance} ({address}) " + ("appeared" if applied is None else
+                                                       "updated its record; retrying")
         state, plan = _new_plan(state, BRING_UP, ad, _bring_up_steps(ad, address, s), why)
         state = replace(state, phase=BRINGING_UP, applied=ad, applied_address=address, healthy=True)
         notes.append(describe(plan, address, s))
@@ -601,13 +599,7 @@ def step(state: State, event: Event, s: Settings) -> tuple[State, Plan | None, l
         notes.append(describe(plan, state.applied_address, s))
         return state, plan, notes
     if not state.healthy:
-        if not state.retry_wanted:
-            return state, None, notes
-        why = f"server {ad.instance} ({address}) updated its record; retrying"
-        state, plan = _new_plan(state, BRING_UP, ad, _bring_up_steps(ad, address, s), why)
-        state = replace(state, phase=BRINGING_UP, applied=ad, applied_address=address, healthy=True)
-        notes.append(describe(plan, address, s))
-        return state, plan, notes
+        return state, None, notes  # a bring-up gave up: wait for a record update
     if k.present_since is not None and (not ad.same_share(applied) or address != state.applied_address):
         if applied.boot != ad.boot:
             why = f"server {ad.instance} rebooted ({address})"

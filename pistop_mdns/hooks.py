@@ -23,8 +23,6 @@ from pistop_mdns.executor import Runner
 
 log = logging.getLogger(__name__)
 
-STAGES = ("pre_mount", "post_mount", "pre_unmount", "post_unmount")
-
 
 def hook_paths(dirs: Sequence[str], stage: str, home: str | None) -> list[str]:
     """Where a `stage` hook may be, in order; `~` is the process's HOME."""

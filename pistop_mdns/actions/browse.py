@@ -65,7 +65,7 @@ async def browse(cfg: Config, *, timeout: float | None, as_json: bool, watch: bo
         log.error("no network interface with an address%s; fix: check the network or --interfaces",
                   f" among {', '.join(cfg.general.interfaces)}" if cfg.general.interfaces else "")
         return 1
-    key = auth.load_key(cfg.general.key_file, required=cfg.sources[("general", "key_file")] != "default")
+    key = auth.configured_key(cfg)
     seen: dict[str, mdns.Found] = {}
     ever = False
 

@@ -249,7 +249,7 @@ class Client:
 
 
 def run(cfg: Config, *, dry_run: bool) -> int:
-    key = auth.load_key(cfg.general.key_file, required=cfg.sources[("general", "key_file")] != "default")
+    key = auth.configured_key(cfg)
     if dry_run:
         applier: Applier = DryRun(cfg.general.hostname)
     else:

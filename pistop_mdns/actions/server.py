@@ -22,6 +22,7 @@ from pistop_mdns import SERVICE_TYPE, __version__, auth, channel, commands, mdns
 from pistop_mdns.config import Config
 from pistop_mdns.executor import Runner
 from pistop_mdns.model import STATE_POWEROFF, STATE_RESTART, STATE_STOPPING, STATE_UP
+from pistop_mdns.services import SYSTEMD_MARKER
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ def stop_reason_from(jobs: list[tuple[str, str]], system_state: str, unit: str |
 
 
 def detect_stop_reason(runner: Runner) -> str:
-    if not os.path.isdir("/run/systemd/system"):
+    if not os.path.isdir(SYSTEMD_MARKER):
         return STATE_STOPPING
     jobs = runner.run(commands.systemctl_list_jobs(), timeout=2)
     running = runner.run(commands.systemctl_is_system_running(), timeout=2)
@@ -100,7 +101,7 @@ class Server:
         self.cfg = cfg
         self.runner = runner
         self.config_args = config_args  # how to call our own CLI with the same configuration
-        self.key = auth.load_key(cfg.general.key_file, required=cfg.sources[("general", "key_file")] != "default")
+        self.key = auth.configured_key(cfg)
         self.ipv6 = cfg.general.ip_version == "all"
         self.boot = boot_id()
         self.state = STATE_UP

@@ -29,6 +29,7 @@ from pistop_mdns import auth, channel, commands, mdns
 from pistop_mdns.config import Config, ConfigError
 from pistop_mdns.executor import Runner
 from pistop_mdns.model import STATE_POWEROFF, STATE_STOPPING
+from pistop_mdns.services import SYSTEMD_MARKER
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ def service_manager(cfg: Config) -> str:
     chosen = cfg.general.service_manager
     if chosen != "auto":
         return chosen
-    if os.path.isdir("/run/systemd/system"):
+    if os.path.isdir(SYSTEMD_MARKER):
         return "systemd"
     return "daemontools" if os.path.isdir(cfg.general.service_dir) else "none"
 
@@ -65,8 +66,7 @@ def plan(cfg: Config, args: list[str], data_disk: str, manager: str) -> list[Ste
     steps: list[Step] = []
     for name in cfg.shutdown.services:
         if manager == "systemd":
-            unit = name if "." in name else f"{name}.service"
-            steps.append(Step(f"stop {name}", commands.systemctl("stop", unit)))
+            steps.append(Step(f"stop {name}", commands.systemctl("stop", commands.systemd_unit(name))))
         elif manager == "daemontools":
             steps.append(Step(f"stop {name}", commands.svc("-d", os.path.join(cfg.general.service_dir, name))))
     steps.append(Step("sync", commands.sync()))
