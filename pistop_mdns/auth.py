@@ -68,5 +68,8 @@ def mac(key: bytes, *parts: str) -> str:
     return h.hexdigest()
 
 
-def verify(key: bytes, given: str, *parts: str) -> bool:
+def verify(key: bytes, given: object, *parts: str) -> bool:
+    """Whether `given` (anything a peer sent) is the MAC of the parts."""
+    if not isinstance(given, str) or len(given) != 64 or not given.isascii():
+        return False
     return hmac.compare_digest(mac(key, *parts), given)

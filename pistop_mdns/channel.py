@@ -6,7 +6,7 @@ time), the reason a server stops (poweroff / restart / stopping) before it
 withdraws its record, the clients' own state (the server knows who is still
 up), and remote commands. Protocol 1, one JSON object per line:
 
-    server: {"t": "hello", "proto": 1, "server": NAME, "nonce": N1, "hb": 2.0}
+    server: {"t": "hello", "proto": 1, "server": NAME, "boot": B, "nonce": N1, "hb": 2.0}
     client: {"t": "hello", "proto": 1, "client": NAME, "nonce": N2, "mac": M}
     server: {"t": "welcome", "mac": M}                 (or "error", then close)
     both:   {"t": "hb", "seq": S, "mac": M}            every heartbeat
@@ -15,31 +15,49 @@ up), and remote commands. Protocol 1, one JSON object per line:
     client: {"t": "command", "cmd": "shutdown", "args": [...], "seq": S, "mac": M}
     server: {"t": "result", "ok": true, "msg": "...", "seq": S, "mac": M}
 
-With a key, the handshake is a mutual challenge-response (each side MACs the
-other's fresh nonce), and every later message carries a MAC made with a
-session key derived from both nonces and a sequence number that must grow:
-a recorded message cannot be replayed in another session or twice in one.
+With a key, the handshake is a mutual challenge-response: each side MACs the
+other's fresh nonce, and the server's answer also covers its boot id and the
+address the client reached it at, so a relay elsewhere on the LAN cannot
+pass for it. Every later message carries a MAC made with a session key
+derived from both nonces, labelled with its direction, over a sequence
+number that must grow: a recorded message cannot be replayed in another
+session, twice in one, or reflected back to its sender.
 Without a key the "mac" fields are absent and anyone on the LAN could speak
 for a server; the client says so once in its log.
+
+Everything a peer sends is checked here (types, lengths, characters) before
+anything acts on it; a connection that sends anything else is closed, logged
+in one line, and (on the client) dialled again after a back-off.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
+import re
 import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
 from pistop_mdns import PROTOCOL, auth
+from pistop_mdns.model import SERVER_STATES
 
 log = logging.getLogger(__name__)
 
 MAX_LINE = 4096
 HANDSHAKE_TIMEOUT = 5.0
 CONNECT_TIMEOUT = 3.0
+MAX_PENDING = 16  # connections still in their handshake, per listener
+BACKOFF_FIRST = 0.5
+BACKOFF_MAX = 8.0
+
+_NAME = re.compile(r"[^\x00-\x1f\x7f]{1,64}\Z")  # a host or instance name: printable, bounded
+_BOOT = re.compile(r"[A-Za-z0-9-]{0,64}\Z")
+_NONCE = re.compile(r"[0-9a-f]{32}\Z")
+_ARG = re.compile(r"[^\x00-\x1f\x7f]{0,64}\Z")
 
 
 class ChannelError(Exception):
@@ -50,52 +68,32 @@ def _nonce() -> str:
     return secrets.token_hex(16)
 
 
-@dataclass
-class Session:
-    """One authenticated (or, without a key, merely established) connection."""
+def plain_address(address: str) -> str:
+    """An address as both ends name it: no IPv4-mapped IPv6 form, no scope."""
+    try:
+        ip = ipaddress.ip_address(address.split("%")[0])
+    except ValueError:
+        return address
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ip)
 
-    reader: asyncio.StreamReader
-    writer: asyncio.StreamWriter
-    key: bytes | None
-    session_key: bytes | None = None
-    send_seq: int = 0
-    recv_seq: int = -1
-    peer: str = ""
 
-    def _mac(self, msg: dict[str, Any]) -> str:
-        assert self.session_key is not None
-        body = json.dumps({k: v for k, v in msg.items() if k != "mac"}, sort_keys=True)
-        return auth.mac(self.session_key, "msg", body)
+# ---------------------------------------------------------------- checking what arrives
 
-    async def send(self, msg: dict[str, Any]) -> None:
-        msg = dict(msg)
-        msg["seq"] = self.send_seq
-        self.send_seq += 1
-        if self.session_key is not None:
-            msg["mac"] = self._mac(msg)
-        self.writer.write(json.dumps(msg).encode() + b"\n")
-        await self.writer.drain()
 
-    async def receive(self, timeout: float | None = None) -> dict[str, Any]:
-        msg = await read_message(self.reader, timeout)
-        if self.session_key is not None:
-            if not isinstance(msg.get("mac"), str) or not auth.verify(
-                self.session_key, msg["mac"], "msg",
-                json.dumps({k: v for k, v in msg.items() if k != "mac"}, sort_keys=True),
-            ):
-                raise ChannelError(f"message from {self.peer} has a wrong MAC")
-        seq = msg.get("seq")
-        if not isinstance(seq, int) or seq <= self.recv_seq:
-            raise ChannelError(f"message from {self.peer} is out of sequence")
-        self.recv_seq = seq
-        return msg
+def _field(msg: dict[str, Any], key: str, rx: re.Pattern, what: str) -> str:
+    value = msg.get(key)
+    if not isinstance(value, str) or not rx.match(value):
+        raise ChannelError(f"{msg.get('t')} with a bad {what}")
+    return value
 
-    async def close(self) -> None:
-        self.writer.close()
-        try:
-            await asyncio.wait_for(self.writer.wait_closed(), 1)
-        except (OSError, asyncio.TimeoutError):
-            pass
+
+def _number(msg: dict[str, Any], key: str, low: float, high: float, default: float) -> float:
+    value = msg.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise ChannelError(f"{msg.get('t')} with a bad {key}")
+    return float(value)
 
 
 async def read_message(reader: asyncio.StreamReader, timeout: float | None = None) -> dict[str, Any]:
@@ -113,7 +111,7 @@ async def read_message(reader: asyncio.StreamReader, timeout: float | None = Non
         msg = json.loads(line)
     except ValueError:
         raise ChannelError("not a JSON line") from None
-    if not isinstance(msg, dict) or not isinstance(msg.get("t"), str):
+    if not isinstance(msg, dict) or not isinstance(msg.get("t"), str) or len(msg["t"]) > 16:
         raise ChannelError("not a channel message")
     return msg
 
@@ -126,40 +124,106 @@ def _session_key(key: bytes, server_nonce: str, client_nonce: str) -> bytes:
     return auth.mac(key, "session", server_nonce, client_nonce).encode()
 
 
+def _body(msg: dict[str, Any]) -> str:
+    return json.dumps({k: v for k, v in msg.items() if k != "mac"}, sort_keys=True)
+
+
+@dataclass
+class Session:
+    """One authenticated (or, without a key, merely established) connection.
+
+    `role` is this end's ("client" or "server"): MACs name their direction.
+    """
+
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    key: bytes | None
+    role: str
+    session_key: bytes | None = None
+    send_seq: int = 0
+    recv_seq: int = -1
+    peer: str = ""
+
+    def _mac(self, msg: dict[str, Any], sender: str) -> str:
+        assert self.session_key is not None
+        return auth.mac(self.session_key, "msg from " + sender, _body(msg))
+
+    async def send(self, msg: dict[str, Any]) -> None:
+        msg = dict(msg)
+        msg["seq"] = self.send_seq
+        self.send_seq += 1
+        if self.session_key is not None:
+            msg["mac"] = self._mac(msg, self.role)
+        self.writer.write(json.dumps(msg).encode() + b"\n")
+        await self.writer.drain()
+
+    async def receive(self, timeout: float | None = None) -> dict[str, Any]:
+        msg = await read_message(self.reader, timeout)
+        if self.session_key is not None:
+            other = "server" if self.role == "client" else "client"
+            if not auth.verify(self.session_key, msg.get("mac"), "msg from " + other, _body(msg)):
+                raise ChannelError(f"message from {self.peer} has a wrong MAC")
+        seq = msg.get("seq")
+        if isinstance(seq, bool) or not isinstance(seq, int) or seq <= self.recv_seq:
+            raise ChannelError(f"message from {self.peer} is out of sequence")
+        self.recv_seq = seq
+        return msg
+
+    async def close(self) -> None:
+        self.writer.close()
+        try:
+            await asyncio.wait_for(self.writer.wait_closed(), 1)
+        except (OSError, asyncio.TimeoutError):
+            pass
+
+
 # ---------------------------------------------------------------- client side
 
 
-async def client_handshake(reader, writer, *, name: str, key: bytes | None,
-                           peer: str) -> tuple[Session, dict[str, Any]]:
-    """Run the client's half of the handshake; returns the session and the server's hello."""
+@dataclass(frozen=True)
+class ServerHello:
+    """What the server said of itself in the handshake (proven with a key)."""
+
+    name: str
+    boot: str
+    heartbeat: float
+
+
+async def client_handshake(reader, writer, *, name: str, key: bytes | None, peer: str,
+                           address: str) -> tuple[Session, ServerHello]:
+    """Run the client's half of the handshake with the server reached at `address`."""
     hello = await read_message(reader, HANDSHAKE_TIMEOUT)
-    if hello.get("t") != "hello" or not isinstance(hello.get("nonce"), str):
+    if hello.get("t") != "hello":
         raise ChannelError(f"{peer} did not say hello")
-    if not isinstance(hello.get("proto"), int) or hello["proto"] > PROTOCOL:
-        raise ChannelError(f"{peer} speaks protocol {hello.get('proto')!r}, this client {PROTOCOL}")
+    proto = hello.get("proto")
+    if isinstance(proto, bool) or not isinstance(proto, int) or proto > PROTOCOL:
+        raise ChannelError(f"{peer} speaks protocol {str(proto)[:16]!r}, this client {PROTOCOL}")
+    server_nonce = _field(hello, "nonce", _NONCE, "nonce")
+    server = _field(hello, "server", _NAME, "server name")
+    boot = _field(hello, "boot", _BOOT, "boot id") if "boot" in hello else ""
+    heartbeat = _number(hello, "hb", 0.05, 60.0, 2.0)
     nonce = _nonce()
     msg: dict[str, Any] = {"t": "hello", "proto": PROTOCOL, "client": name, "nonce": nonce}
     if key is not None:
-        msg["mac"] = auth.mac(key, "client", hello["nonce"], nonce, name)
+        msg["mac"] = auth.mac(key, "client", server_nonce, nonce, name)
     _write(writer, msg)
     await writer.drain()
     answer = await read_message(reader, HANDSHAKE_TIMEOUT)
     if answer.get("t") == "error":
-        raise ChannelError(f"{peer} refused: {answer.get('msg', '')}")
+        text = answer.get("msg")
+        raise ChannelError(f"{peer} refused: {text[:200] if isinstance(text, str) else ''}")
     if answer.get("t") != "welcome":
         raise ChannelError(f"{peer} did not welcome us")
-    session = Session(reader, writer, key, peer=peer)
+    session = Session(reader, writer, key, "client", peer=peer)
     if key is not None:
-        server_name = str(hello.get("server", ""))
-        if not isinstance(answer.get("mac"), str) or not auth.verify(
-            key, answer["mac"], "server", nonce, hello["nonce"], server_name
-        ):
-            raise ChannelError(f"{peer} failed authentication (another key?)")
-        session.session_key = _session_key(key, hello["nonce"], nonce)
-    return session, hello
+        if not auth.verify(key, answer.get("mac"), "server", nonce, server_nonce, server, boot,
+                           plain_address(address)):
+            raise ChannelError(f"{peer} failed authentication (another key, or not the server it claims to be)")
+        session.session_key = _session_key(key, server_nonce, nonce)
+    return session, ServerHello(server, boot, heartbeat)
 
 
-async def connect(address: str, port: int, *, name: str, key: bytes | None) -> tuple[Session, dict[str, Any]]:
+async def connect(address: str, port: int, *, name: str, key: bytes | None) -> tuple[Session, ServerHello]:
     peer = f"{address}:{port}"
     try:
         reader, writer = await asyncio.wait_for(
@@ -168,7 +232,7 @@ async def connect(address: str, port: int, *, name: str, key: bytes | None) -> t
     except (OSError, asyncio.TimeoutError) as e:
         raise ChannelError(f"cannot connect to {peer}: {getattr(e, 'strerror', None) or 'timeout'}") from None
     try:
-        return await client_handshake(reader, writer, name=name, key=key, peer=peer)
+        return await client_handshake(reader, writer, name=name, key=key, peer=peer, address=address)
     except BaseException:
         writer.close()
         raise
@@ -189,85 +253,124 @@ async def send_command(address: str, port: int, *, name: str, key: bytes | None,
         await session.close()
 
 
-class Follower:
-    """Keeps the client's channel to the server it follows, reconnecting with backoff.
+class _Link:
+    """The connection to one server, kept up with back-off by its own task."""
 
-    Calls `on_up(name)`, `on_heartbeat(name)`, `on_lost(name)` and
-    `on_notice(name, reason, authenticated)` in the event loop.
+    def __init__(self, address: str, port: int):
+        self.address, self.port = address, port
+        self.session: Session | None = None
+        self.task: asyncio.Task | None = None
+        self.wake = asyncio.Event()
+
+
+class Follower:
+    """Keeps the client's channels to the servers it follows, reconnecting with back-off.
+
+    Calls `on_up(name, address, boot)`, `on_heartbeat(name)`, `on_lost(name)`
+    and `on_notice(name, reason, authenticated)` in the event loop.
     """
 
     def __init__(self, name: str, key: bytes | None, heartbeat: float,
-                 on_up: Callable[[str], None], on_heartbeat: Callable[[str], None],
+                 on_up: Callable[[str, str, str], None], on_heartbeat: Callable[[str], None],
                  on_lost: Callable[[str], None], on_notice: Callable[[str, str, bool], None]):
         self.name = name
         self.key = key
         self.heartbeat = heartbeat
         self.on_up, self.on_heartbeat, self.on_lost, self.on_notice = on_up, on_heartbeat, on_lost, on_notice
-        self._target: tuple[str, str, int] | None = None  # (server name, address, port)
-        self._task: asyncio.Task | None = None
-        self._session: Session | None = None
+        self._links: dict[str, _Link] = {}
         self._state = "down"
         self._warned: set[str] = set()
 
-    def follow(self, server: str | None, address: str | None = None, port: int | None = None) -> None:
-        target = (server, address, port) if server and address and port else None
-        if target == self._target:
-            return
-        self._target = target
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
-        if target is not None:
-            self._task = asyncio.ensure_future(self._run(*target))
+    def follow(self, targets: dict[str, tuple[str, int]]) -> None:
+        """Be connected to exactly these servers: name -> (address, port)."""
+        for server, link in list(self._links.items()):
+            if targets.get(server) != (link.address, link.port):
+                assert link.task is not None
+                link.task.cancel()
+                del self._links[server]
+        for server, (address, port) in targets.items():
+            if server not in self._links:
+                link = _Link(address, port)
+                link.task = asyncio.ensure_future(self._run(server, link))
+                self._links[server] = link
 
-    async def report(self, state: str) -> bool:
-        """Tell the server this client's state; False when no channel is up."""
+    def nudge(self, server: str) -> None:
+        """Try `server` again now instead of at the end of its back-off (its record came back)."""
+        link = self._links.get(server)
+        if link is not None:
+            link.wake.set()
+
+    def connected(self, server: str) -> bool:
+        link = self._links.get(server)
+        return link is not None and link.session is not None
+
+    async def report(self, server: str, state: str) -> bool:
+        """Tell `server` this client's state; False when no channel to it is up."""
         self._state = state
-        if self._session is None:
+        link = self._links.get(server)
+        if link is None or link.session is None:
             return False
         try:
-            await self._session.send({"t": "state", "state": state})
+            await link.session.send({"t": "state", "state": state})
             return True
         except (OSError, ChannelError):
             return False
 
     async def close(self) -> None:
-        self.follow(None)
-        if self._session is not None:
-            await self._session.close()
+        links = list(self._links.values())
+        self.follow({})
+        for link in links:
+            if link.session is not None:
+                await link.session.close()
+        tasks = [link.task for link in links if link.task is not None]
+        if tasks:
+            await asyncio.wait(tasks, timeout=2)
 
-    async def _run(self, server: str, address: str, port: int) -> None:
-        backoff = 0.5
-        while True:
+    async def _pause(self, link: _Link, seconds: float) -> None:
+        link.wake.clear()
+        try:
+            await asyncio.wait_for(link.wake.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
+
+    def _current(self, server: str, link: _Link) -> bool:
+        # Python 3.11's wait_for can swallow a cancellation that meets a
+        # timeout; a link that is no longer followed ends its loop anyway.
+        return self._links.get(server) is link
+
+    async def _run(self, server: str, link: _Link) -> None:
+        backoff = BACKOFF_FIRST
+        while self._current(server, link):
             try:
-                session, hello = await connect(address, port, name=self.name, key=self.key)
+                session, hello = await connect(link.address, link.port, name=self.name, key=self.key)
             except ChannelError as e:
                 text = str(e)
-                if "authentication" in text or "refused" in text:
-                    if server not in self._warned:
-                        self._warned.add(server)
-                        log.warning("channel to %s: %s", server, text)
+                if ("authentication" in text or "refused" in text) and server not in self._warned:
+                    self._warned.add(server)
+                    log.warning("channel to %s: %s", server, text)
                 else:
                     log.debug("channel to %s: %s", server, text)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 8.0)
+                await self._pause(link, backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
                 continue
             self._warned.discard(server)
-            backoff = 0.5
-            self._session = session
-            self.on_up(server)
+            backoff = BACKOFF_FIRST
+            link.session = session
+            self.on_up(server, link.address, hello.boot)
             try:
                 await session.send({"t": "state", "state": self._state})
-                await self._talk(server, session, float(hello.get("hb", 2.0)))
-            except (ChannelError, OSError) as e:
-                log.debug("channel to %s lost: %s", server, e)
+                await self._talk(server, link, session, hello.heartbeat)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # whatever a peer sends ends only this connection
+                log.info("channel to %s (%s) closed: %s", server, link.address, _short(e))
             finally:
-                self._session = None
+                link.session = None
                 await session.close()
                 self.on_lost(server)
-            await asyncio.sleep(backoff)
+            await self._pause(link, backoff)
 
-    async def _talk(self, server: str, session: Session, server_hb: float) -> None:
+    async def _talk(self, server: str, link: _Link, session: Session, server_hb: float) -> None:
         async def beat() -> None:
             while True:
                 await asyncio.sleep(self.heartbeat)
@@ -275,15 +378,26 @@ class Follower:
 
         beating = asyncio.ensure_future(beat())
         try:
-            while True:
+            while self._current(server, link):
                 # A silent server is the core's business (dead time); this
                 # timeout only ends a read that waits far longer than that.
                 msg = await session.receive(max(60.0, server_hb * 10))
-                self.on_heartbeat(server)
-                if msg["t"] == "notice" and isinstance(msg.get("reason"), str):
-                    self.on_notice(server, msg["reason"], session.session_key is not None)
+                if msg["t"] == "notice":
+                    reason = msg.get("reason")
+                    if reason not in SERVER_STATES:
+                        raise ChannelError("notice with an unknown reason")
+                    self.on_notice(server, reason, session.session_key is not None)
+                else:
+                    self.on_heartbeat(server)
+                if beating.done():
+                    beating.result()  # the heartbeat could not be sent: the connection is broken
         finally:
             beating.cancel()
+
+
+def _short(e: BaseException) -> str:
+    text = str(e) or type(e).__name__
+    return text if isinstance(e, (ChannelError, OSError)) else f"{type(e).__name__}: {text}"[:200]
 
 
 # ---------------------------------------------------------------- server side
@@ -305,15 +419,17 @@ class Listener:
 
     def __init__(self, name: str, key: bytes | None, heartbeat: float,
                  on_command: Callable[[str, list[str], ClientInfo], Awaitable[tuple[bool, str]]] | None = None,
-                 on_change: Callable[[], None] | None = None):
+                 on_change: Callable[[], None] | None = None, boot: str = ""):
         self.name = name
         self.key = key
         self.heartbeat = heartbeat
+        self.boot = boot
         self.on_command = on_command
         self.on_change = on_change or (lambda: None)
         self.clients: dict[int, ClientInfo] = {}
         self._server: asyncio.base_events.Server | None = None
         self._ids = 0
+        self._pending = 0
         self.notice: str | None = None
 
     async def start(self, port: int, host: str | list[str] | None = None) -> int:
@@ -338,15 +454,16 @@ class Listener:
             for c in self.clients.values()
         ]
 
-    async def announce(self, reason: str) -> None:
-        """Tell every connected client why the server stops (before the record goes)."""
+    async def announce(self, reason: str | None) -> None:
+        """Tell every connected client why the server stops (before the record goes),
+        or, with None, that it is up again after all."""
         self.notice = reason
-        await asyncio.gather(*(self._send_notice(c) for c in list(self.clients.values())),
+        await asyncio.gather(*(self._send_notice(c, reason or "up") for c in list(self.clients.values())),
                              return_exceptions=True)
 
-    async def _send_notice(self, c: ClientInfo) -> None:
+    async def _send_notice(self, c: ClientInfo, reason: str) -> None:
         if c.session is not None:
-            await asyncio.wait_for(c.session.send({"t": "notice", "reason": self.notice}), 2)
+            await asyncio.wait_for(c.session.send({"t": "notice", "reason": reason}), 2)
 
     def up_clients(self) -> list[ClientInfo]:
         return [c for c in self.clients.values() if c.state != "down"]
@@ -360,16 +477,25 @@ class Listener:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
-        address = peer[0] if peer else "?"
-        try:
-            session, hello = await self._handshake(reader, writer, address)
-        except (ChannelError, OSError) as e:
-            log.info("channel: %s: %s", address, e)
+        address = plain_address(peer[0]) if peer else "?"
+        if self._pending >= MAX_PENDING:
+            log.info("channel: %s: too many connections in their handshake; closed", address)
             writer.close()
             return
+        self._pending += 1
+        try:
+            session, client = await asyncio.wait_for(self._handshake(reader, writer, address),
+                                                     2 * HANDSHAKE_TIMEOUT)
+        except (ChannelError, OSError, asyncio.TimeoutError) as e:
+            log.info("channel: %s: %s", address, _short(e) if not isinstance(e, asyncio.TimeoutError)
+                     else "handshake took too long")
+            writer.close()
+            return
+        finally:
+            self._pending -= 1
         self._ids += 1
         cid = self._ids
-        info = ClientInfo(str(hello.get("client", "?"))[:64], address, time.time(), time.monotonic(),
+        info = ClientInfo(client, address, time.time(), time.monotonic(),
                           authenticated=session.session_key is not None, session=session)
         self.clients[cid] = info
         log.info("client %s (%s) connected%s", info.name, address,
@@ -389,8 +515,10 @@ class Listener:
                         self.on_change()
                 elif msg["t"] == "command":
                     await self._command(session, info, msg)
-        except (ChannelError, OSError) as e:
-            log.info("client %s (%s) disconnected: %s", info.name, address, e)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # whatever a peer sends ends only this connection
+            log.info("client %s (%s) disconnected: %s", info.name, address, _short(e))
         finally:
             beating.cancel()
             self.clients.pop(cid, None)
@@ -409,33 +537,39 @@ class Listener:
         cmd, args = msg.get("cmd"), msg.get("args", [])
         if self.key is None or not info.authenticated:
             ok, text = False, "remote commands need a key on both hosts (pistop-mdns keygen)"
-        elif self.on_command is None or not isinstance(cmd, str) or not isinstance(args, list):
-            ok, text = False, f"unknown command {cmd!r}"
+        elif self.on_command is None or not isinstance(cmd, str) or not isinstance(args, list) \
+                or len(args) > 8 or not all(isinstance(a, str) and _ARG.match(a) for a in args):
+            ok, text = False, f"unknown command {str(cmd)[:32]!r}"
         else:
-            ok, text = await self.on_command(cmd, [str(a) for a in args], info)
-        log.info("command %r from %s (%s): %s", cmd, info.name, info.address, text)
+            ok, text = await self.on_command(cmd, list(args), info)
+        log.info("command %r from %s (%s): %s", str(cmd)[:32], info.name, info.address, text)
         await session.send({"t": "result", "ok": ok, "msg": text})
 
-    async def _handshake(self, reader, writer, address: str) -> tuple[Session, dict[str, Any]]:
+    async def _handshake(self, reader, writer, address: str) -> tuple[Session, str]:
         nonce = _nonce()
-        _write(writer, {"t": "hello", "proto": PROTOCOL, "server": self.name, "nonce": nonce,
-                        "hb": self.heartbeat})
+        _write(writer, {"t": "hello", "proto": PROTOCOL, "server": self.name, "boot": self.boot,
+                        "nonce": nonce, "hb": self.heartbeat})
         await writer.drain()
         hello = await read_message(reader, HANDSHAKE_TIMEOUT)
-        if hello.get("t") != "hello" or not isinstance(hello.get("nonce"), str):
+        if hello.get("t") != "hello":
             raise ChannelError("did not say hello")
-        session = Session(reader, writer, self.key, peer=address)
+        client_nonce = _field(hello, "nonce", _NONCE, "nonce")
+        client = _field(hello, "client", _NAME, "client name")
+        session = Session(reader, writer, self.key, "server", peer=address)
         if self.key is None:
             _write(writer, {"t": "welcome"})
             await writer.drain()
-            return session, hello
-        if not isinstance(hello.get("mac"), str) or not auth.verify(
-            self.key, hello["mac"], "client", nonce, hello["nonce"], str(hello.get("client", ""))
-        ):
+            return session, client
+        if not auth.verify(self.key, hello.get("mac"), "client", nonce, client_nonce, client):
             _write(writer, {"t": "error", "msg": "authentication failed"})
             await writer.drain()
-            raise ChannelError(f"client {hello.get('client', '?')!r} failed authentication")
-        _write(writer, {"t": "welcome", "mac": auth.mac(self.key, "server", hello["nonce"], nonce, self.name)})
+            raise ChannelError(f"client {client!r} failed authentication")
+        # The address the client reached us at goes into the proof: a relay
+        # answering elsewhere would be caught by the client.
+        sockname = writer.get_extra_info("sockname")
+        here = plain_address(sockname[0]) if sockname else ""
+        _write(writer, {"t": "welcome", "mac": auth.mac(self.key, "server", client_nonce, nonce, self.name,
+                                                         self.boot, here)})
         await writer.drain()
-        session.session_key = _session_key(self.key, nonce, hello["nonce"])
-        return session, hello
+        session.session_key = _session_key(self.key, nonce, client_nonce)
+        return session, client

@@ -36,7 +36,7 @@ class Events:
 def follower(events: Events, key=None, name="kitchen", heartbeat=0.05) -> channel.Follower:
     return channel.Follower(
         name, key, heartbeat,
-        on_up=lambda n: events.add("up", n),
+        on_up=lambda n, address, boot: events.add("up", n, address, boot),
         on_heartbeat=lambda n: events.add("hb", n),
         on_lost=lambda n: events.add("lost", n),
         on_notice=lambda n, r, a: events.add("notice", n, r, a),
@@ -50,14 +50,15 @@ def run(coro):
 @pytest.mark.parametrize("key", [None, KEY])
 def test_client_connects_heartbeats_reports_and_gets_the_notice(key):
     async def scenario():
-        listener = channel.Listener("musicpi", key, heartbeat=0.05)
+        listener = channel.Listener("musicpi", key, heartbeat=0.05, boot="b-1")
         port = await listener.start(0, "127.0.0.1")
         events = Events()
         f = follower(events, key)
-        f.follow("musicpi", "127.0.0.1", port)
-        await events.wait("up")
+        f.follow({"musicpi": ("127.0.0.1", port)})
+        assert await events.wait("up") == ("up", "musicpi", "127.0.0.1", "b-1")
         await events.wait("hb")
-        assert await f.report("up")
+        assert await f.report("musicpi", "up")
+        assert not await f.report("other", "up")
         await asyncio.sleep(0.2)
         (client,) = listener.client_list()
         assert (client["name"], client["address"], client["state"], client["authenticated"]) == \
@@ -65,7 +66,7 @@ def test_client_connects_heartbeats_reports_and_gets_the_notice(key):
         await listener.announce("poweroff")
         notice = await events.wait("notice")
         assert notice == ("notice", "musicpi", "poweroff", key is not None)
-        await f.report("down")
+        await f.report("musicpi", "down")
         assert await listener.wait_clients_down(3) == []
         await f.close()
         await listener.close()
@@ -92,7 +93,7 @@ def test_client_rejects_a_server_that_does_not_know_the_key():
 
     async def scenario():
         async def fake(reader, writer):
-            writer.write(json.dumps({"t": "hello", "proto": 1, "server": "musicpi", "nonce": "n1"}).encode() + b"\n")
+            writer.write(json.dumps({"t": "hello", "proto": 1, "server": "musicpi", "nonce": "1" * 32}).encode() + b"\n")
             await writer.drain()
             await reader.readline()
             writer.write(json.dumps({"t": "welcome", "mac": "00" * 32}).encode() + b"\n")
@@ -116,10 +117,21 @@ def test_replayed_or_forged_messages_end_the_session():
         session, _ = await channel.connect("127.0.0.1", port, name="kitchen", key=KEY)
         await session.send({"t": "state", "state": "up"})
         await asyncio.sleep(0.1)
+        # reflected: a message as the server would send it, sent by the client
+        msg = {"t": "state", "state": "down", "seq": 5}
+        msg["mac"] = session._mac(msg, "server")
+        session.writer.write(json.dumps(msg).encode() + b"\n")
+        await session.writer.drain()
+        await asyncio.sleep(0.2)
+        assert listener.client_list() == []  # wrong direction: the server hung up
+        await session.close()
+        session, _ = await channel.connect("127.0.0.1", port, name="kitchen", key=KEY)
+        await session.send({"t": "state", "state": "up"})
+        await asyncio.sleep(0.1)
         assert listener.client_list()[0]["state"] == "up"
         # replay: the same seq again
         msg = {"t": "state", "state": "down", "seq": 0}
-        msg["mac"] = session._mac(msg)
+        msg["mac"] = session._mac(msg, "client")
         session.writer.write(json.dumps(msg).encode() + b"\n")
         await session.writer.drain()
         await asyncio.sleep(0.2)
@@ -162,7 +174,7 @@ def test_follower_reconnects_after_the_server_comes_back():
         port = await listener.start(0, "127.0.0.1")
         events = Events()
         f = follower(events)
-        f.follow("musicpi", "127.0.0.1", port)
+        f.follow({"musicpi": ("127.0.0.1", port)})
         await events.wait("up")
         await listener.close()
         await events.wait("lost")
@@ -193,6 +205,137 @@ def test_garbage_from_a_peer_is_refused():
         assert await asyncio.wait_for(reader.read(), 5) == b""
         writer.close()
         assert listener.client_list() == []
+        await listener.close()
+
+    run(scenario())
+
+
+def test_a_relay_elsewhere_cannot_pass_for_the_keyed_server():
+    """The server's proof covers the address it was reached at: a host that
+    relays the handshake to the real server from another address fails."""
+
+    async def scenario():
+        listener = channel.Listener("musicpi", KEY, heartbeat=10, boot="b1")
+        port = await listener.start(0, "127.0.0.1")
+
+        async def relay(reader, writer):
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
+
+            async def pipe(src, dst):
+                while line := await src.readline():
+                    dst.write(line)
+                    await dst.drain()
+
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer), return_exceptions=True)
+
+        relayed = await asyncio.start_server(relay, "127.0.0.2", 0)
+        relay_port = relayed.sockets[0].getsockname()[1]
+        with pytest.raises(channel.ChannelError, match="failed authentication"):
+            await channel.connect("127.0.0.2", relay_port, name="kitchen", key=KEY)
+        session, hello = await channel.connect("127.0.0.1", port, name="kitchen", key=KEY)
+        assert (hello.name, hello.boot) == ("musicpi", "b1")
+        await session.close()
+        relayed.close()
+        await listener.close()
+
+    run(scenario())
+
+
+ODD_WELCOMES = [
+    {"t": "welcome", "mac": "\u00e9" * 64},
+    {"t": "welcome", "mac": 7},
+    {"t": "welcome", "mac": None},
+    {"t": "error", "msg": {"x": 1}},
+]
+ODD_HELLOS = [
+    {"t": "hello", "proto": 1, "server": "musicpi", "nonce": "0" * 32, "hb": "soon"},
+    {"t": "hello", "proto": True, "server": "musicpi", "nonce": "0" * 32},
+    {"t": "hello", "proto": 1, "server": "\u001b[2J", "nonce": "0" * 32},
+    {"t": "hello", "proto": 1, "server": "musicpi", "nonce": ["x"]},
+    {"t": "hello", "proto": 1, "server": "musicpi", "nonce": "0" * 32, "boot": "$(reboot)"},
+]
+
+
+@pytest.mark.parametrize("odd", ODD_WELCOMES + ODD_HELLOS)
+def test_odd_answers_end_one_connection_and_the_follower_dials_again(odd):
+    async def scenario():
+        connections = []
+
+        async def impostor(reader, writer):
+            connections.append(1)
+            hello = odd if odd["t"] == "hello" else {"t": "hello", "proto": 1, "server": "musicpi",
+                                                      "nonce": "0" * 32}
+            writer.write(json.dumps(hello).encode() + b"\n")
+            await writer.drain()
+            await reader.readline()
+            writer.write(json.dumps(odd).encode() + b"\n")
+            await writer.drain()
+            await asyncio.sleep(0.5)
+            writer.close()
+
+        server = await asyncio.start_server(impostor, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        events = Events()
+        f = follower(events, KEY)
+        f.follow({"musicpi": ("127.0.0.1", port)})
+        for _ in range(100):
+            if len(connections) >= 2:
+                break
+            await asyncio.sleep(0.05)
+        assert len(connections) >= 2  # it dialled again after the odd answer
+        assert not [e for e in events.items if e[0] == "up"]
+        await f.close()
+        server.close()
+
+    run(scenario())
+
+
+def test_odd_messages_in_a_session_end_it_and_the_follower_reconnects():
+    async def scenario():
+        sessions = []
+
+        async def server(reader, writer):
+            sessions.append(1)
+            writer.write(json.dumps({"t": "hello", "proto": 1, "server": "musicpi", "nonce": "1" * 32}).encode()
+                         + b"\n")
+            await reader.readline()
+            writer.write(b'{"t": "welcome"}\n')
+            writer.write(b'{"t": "notice", "reason": "explode", "seq": 0}\n')
+            await writer.drain()
+            await asyncio.sleep(0.5)
+            writer.close()
+
+        srv = await asyncio.start_server(server, "127.0.0.1", 0)
+        port = srv.sockets[0].getsockname()[1]
+        events = Events()
+        f = follower(events)
+        f.follow({"musicpi": ("127.0.0.1", port)})
+        for _ in range(100):
+            if len(sessions) >= 2:
+                break
+            await asyncio.sleep(0.05)
+        assert len(sessions) >= 2
+        assert not [e for e in events.items if e[0] == "notice"]
+        await f.close()
+        srv.close()
+
+    run(scenario())
+
+
+def test_the_listener_caps_connections_still_in_their_handshake():
+    async def scenario():
+        listener = channel.Listener("musicpi", KEY, heartbeat=10)
+        port = await listener.start(0, "127.0.0.1")
+        idle = [await asyncio.open_connection("127.0.0.1", port) for _ in range(channel.MAX_PENDING)]
+        for reader, _ in idle:
+            await reader.readline()  # each got its hello and says nothing
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # one too many: closed at once
+        for _, w in idle:
+            w.close()
+        await asyncio.sleep(0.2)
+        session, _ = await channel.connect("127.0.0.1", port, name="kitchen", key=KEY)  # room again
+        await session.close()
         await listener.close()
 
     run(scenario())
