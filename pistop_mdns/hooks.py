@@ -5,8 +5,10 @@ An executable named `pre_mount`, `post_mount`, `pre_unmount` or
 /etc/pistop-mdns/hooks and ~/.pistop, where pistop users keep theirs) runs
 at that point of a bring-up or tear-down, directories in configured order.
 Its environment describes the server (PISTOP_SERVER, PISTOP_HOST,
-PISTOP_ADDRESS, PISTOP_EXPORT, PISTOP_MPD_PORT, PISTOP_MUSIC, PISTOP_REASON)
-plus PISTOP_EVENT, the stage. A hook that fails or outlives
+PISTOP_ADDRESS, PISTOP_EXPORT, PISTOP_MPD_PORT, PISTOP_MUSIC), why it runs
+(PISTOP_REASON, a keyword: bring-up, retarget, poweroff, restart, stopping,
+silent, gone, exit; PISTOP_REASON_TEXT, the journal's sentence) and
+PISTOP_EVENT, the stage. A hook that fails or outlives
 `client.hook_timeout` is one warning in the log, never a reason to stop: the
 music matters more than a hook.
 """

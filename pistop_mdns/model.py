@@ -36,17 +36,6 @@ class ServerAd:
     authenticated: bool = False  # MAC checked against the configured key
     extra: tuple[tuple[str, str], ...] = ()  # TXT keys this version does not know
 
-    def same_share(self, other: ServerAd) -> bool:
-        """True when switching from `other` to self needs no remount or mpd change."""
-        return (
-            self.addresses == other.addresses
-            and self.export == other.export
-            and self.nfsvers == other.nfsvers
-            and self.mpd_port == other.mpd_port
-            and self.music == other.music
-            and self.boot == other.boot
-        )
-
 
 # ---------------------------------------------------------------- events
 # Every event carries `at`, a monotonic time in seconds: the core never reads
@@ -97,10 +86,16 @@ class PlanFinished:
 
 @dataclass(frozen=True)
 class ChannelUp:
-    """The liveness channel to server `name` completed its handshake."""
+    """The liveness channel to server `name` completed its handshake.
+
+    `address` is the address it was reached at and `boot` the boot id the
+    server gave; with a key the handshake proved both.
+    """
 
     at: float
     name: str
+    address: str = ""
+    boot: str = ""
 
 
 @dataclass(frozen=True)
@@ -121,11 +116,11 @@ class ChannelLost:
 
 @dataclass(frozen=True)
 class ServerNotice:
-    """Server `name` says why it stops (over the channel)."""
+    """Server `name` says why it stops, or that it is up again (over the channel)."""
 
     at: float
     name: str
-    reason: str  # one of SERVER_STATES except "up"
+    reason: str  # one of SERVER_STATES
     authenticated: bool = False
 
 
@@ -190,6 +185,7 @@ class Unmount:
     target: str
     lazy: bool = False
     required: bool = False
+    unreachable: bool = False  # the server cannot answer: unmount without waiting for it
 
 
 @dataclass(frozen=True)

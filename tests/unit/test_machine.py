@@ -400,7 +400,8 @@ def test_tear_down_order_hooks_stop_mpd_then_unmount(setup, tmp_path):
     assert env["PISTOP_EVENT"] == "pre_unmount"
     assert env["PISTOP_ADDRESS"] == "198.18.0.11"
     assert env["PISTOP_SERVER"] == "musicpi"
-    assert env["PISTOP_REASON"] == "server musicpi is stopping"
+    assert env["PISTOP_REASON"] == "stopping"
+    assert env["PISTOP_REASON_TEXT"] == "server musicpi is stopping"
     assert said == ["down"]
 
 
