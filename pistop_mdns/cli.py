@@ -71,6 +71,20 @@ def fail(message: str, status: int) -> None:
     sys.exit(status)
 
 
+def flag_args(kwargs: dict[str, Any], sections: tuple[str, ...]) -> list[str]:
+    """The configuration flags given in `kwargs` for `sections`, as a command line again."""
+    args: list[str] = []
+    for key in KEYS:
+        value = kwargs.get(f"cfg__{key.section}__{key.name}")
+        if key.section not in sections or value is None:
+            continue
+        if key.kind == "bool":
+            args.append(key.flag if value else f"--no-{key.flag[2:]}")
+        else:
+            args += [key.flag, str(value)]
+    return args
+
+
 def config_args(ctx: click.Context) -> list[str]:
     """The global options that reproduce this configuration in a child process."""
     args = []
@@ -107,8 +121,9 @@ def server_command(ctx: click.Context, **kwargs: Any) -> None:
     """Advertise this host's music share over mDNS and serve the liveness channel."""
     from pistop_mdns.actions import server
 
+    shutdown_flags = flag_args(kwargs, ("general",))  # before load() takes them
     cfg = load(ctx, kwargs, "server")
-    sys.exit(server.run(cfg, config_args=config_args(ctx)))
+    sys.exit(server.run(cfg, config_args=config_args(ctx), shutdown_flags=shutdown_flags))
 
 
 @main.command("client")

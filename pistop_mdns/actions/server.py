@@ -27,6 +27,9 @@ from pistop_mdns.services import SYSTEMD_MARKER
 log = logging.getLogger(__name__)
 
 ADDRESS_POLL = 2.0
+# A stop announced through the control socket (by `pistop-mdns shutdown`) that
+# has not ended this process after this long failed: the server is up again.
+REVERT_AFTER = 600.0
 SHUTDOWN_TARGETS = ("poweroff.target", "halt.target", "shutdown.target")
 BOOT_ID_FILE = "/proc/sys/kernel/random/boot_id"
 
@@ -97,10 +100,13 @@ def ad_fields(cfg: Config, state: str, boot: str) -> dict[str, str]:
 
 
 class Server:
-    def __init__(self, cfg: Config, runner: Runner, *, config_args: list[str]):
+    def __init__(self, cfg: Config, runner: Runner, *, config_args: list[str], shutdown_flags: list[str] = ()):
         self.cfg = cfg
         self.runner = runner
-        self.config_args = config_args  # how to call our own CLI with the same configuration
+        # How to call our own CLI with the same configuration: the global
+        # options, and the command-line flags `shutdown` takes too.
+        self.config_args = config_args
+        self.shutdown_flags = list(shutdown_flags)
         self.key = auth.configured_key(cfg)
         self.ipv6 = cfg.general.ip_version == "all"
         self.boot = boot_id()
@@ -108,13 +114,22 @@ class Server:
         self.name = ""
         self.advertiser = mdns.Advertiser(cfg.general.hostname, self.ipv6)
         self.listener = channel.Listener(cfg.server.instance, self.key, cfg.server.heartbeat,
-                                         on_command=self._command, on_change=self._write_state)
+                                         on_command=self._command, on_change=self._write_state, boot=self.boot)
+        self._revert: asyncio.Task | None = None
+        self._signed_at = 0
+        self._txt: dict[str, str] = {}  # what the record says now
         self.stop = asyncio.Event()
         self.since = time.time()
 
     def _properties(self) -> dict[str, str]:
-        return txt.encode(ad_fields(self.cfg, self.state, self.boot), instance=txt.instance_of(self.name or
-                          f"{self.cfg.server.instance}.{SERVICE_TYPE}"), key=self.key, now=time.time())
+        # Boards ignore a signed record older than one they have seen (a
+        # replay): every new signature is at least a second after the last.
+        self._signed_at = max(int(time.time()), self._signed_at + 1)
+        self._txt = txt.encode(ad_fields(self.cfg, self.state, self.boot),
+                          instance=txt.instance_of(self.name or f"{self.cfg.server.instance}.{SERVICE_TYPE}"),
+                          key=self.key, now=self._signed_at, port=self.cfg.server.port,
+                          addresses=self.advertiser.addresses)
+        return self._txt
 
     def _addresses(self) -> list[str]:
         return [i.address for i in mdns.local_interfaces(self.cfg.general.interfaces, self.ipv6)]
@@ -124,7 +139,7 @@ class Server:
             statefile.write(self.cfg.general.state_dir, "server", {
                 "role": "server", "name": self.name, "instance": txt.instance_of(self.name),
                 "addresses": self.advertiser.addresses, "port": self.cfg.server.port,
-                "state": self.state, "since": self.since, "txt": self._properties() if self.name else {},
+                "state": self.state, "since": self.since, "txt": self._txt if self.name else {},
                 "clients": self.listener.client_list(), "keyed": self.key is not None,
             })
         except OSError as e:
@@ -167,7 +182,10 @@ class Server:
         try:
             self.name = await self.advertiser.register(
                 SERVICE_TYPE, self.cfg.server.instance, self.cfg.server.port, self._properties())
-            if self.state != STATE_UP:  # announced over the control socket while registering
+            if self.state != STATE_UP or (self.key is not None and
+                                          txt.instance_of(self.name) != self.cfg.server.instance):
+                # Announced over the control socket while registering, or
+                # renamed: the MAC covers the instance name, so sign again.
                 await self.advertiser.update(self.name, self._properties())
             s = self.cfg.server
             log.info("%s: advertising %s on %s port %d: export %s%s, mpd port %d%s", self.cfg.general.hostname,
@@ -180,9 +198,10 @@ class Server:
                 asyncio.ensure_future(self._backup())
             statefile.sd_notify("READY=1\nSTATUS=advertising " + self.name)
             await self._watch(addrs)
-            reason = self.listener.notice or self._stop_reason()
-            await self._announce(reason)
+            await self._announce(await self._final_reason())
         finally:
+            if self._revert is not None:
+                self._revert.cancel()
             if control is not None:
                 control.close()
             await self.advertiser.close()
@@ -200,6 +219,11 @@ class Server:
                                     default_dest=self.cfg.shutdown.data_disk or self.cfg.server.export)
         except Exception as e:  # a backup problem must not take the server down
             log.warning("%s: backup at start failed: %s", self.cfg.general.hostname, e)
+
+    async def _final_reason(self) -> str:
+        """Why this server stops: as announced, or as the service manager's jobs say.
+        Asking systemctl may take seconds; the event loop (heartbeats) goes on meanwhile."""
+        return self.listener.notice or await asyncio.to_thread(self._stop_reason)
 
     def _stop_reason(self) -> str:
         configured = self.cfg.server.stop_reason
@@ -234,6 +258,8 @@ class Server:
                          ", ".join(addrs), ", ".join(now_addrs))
                 addrs = now_addrs
                 await self.advertiser.readdress(addrs)
+                if self.key is not None:  # the signature covers the addresses
+                    await self.advertiser.update(self.name, self._properties())
                 self._write_state()
             if self.key is not None and time.monotonic() - last_refresh > refresh:
                 last_refresh = time.monotonic()
@@ -262,9 +288,14 @@ class Server:
             if msg.get("t") == "announce" and msg.get("reason") in (STATE_POWEROFF, STATE_RESTART, STATE_STOPPING):
                 told = [c.name for c in self.listener.clients.values()]
                 await self._announce(msg["reason"])
+                if self._revert is None:
+                    self._revert = asyncio.ensure_future(self._revert_later())
                 wait = float(msg.get("wait", 30))
                 still = await self.listener.wait_clients_down(wait)
                 result = {"t": "result", "ok": not still, "still_up": [c.name for c in still], "told": told}
+            elif msg.get("t") == "announce" and msg.get("reason") == STATE_UP:
+                await self._back_up("the shutdown helper says the power-off failed")
+                result = {"t": "result", "ok": True}
             else:
                 result = {"t": "result", "ok": False, "msg": "unknown request"}
             writer.write(json.dumps(result).encode() + b"\n")
@@ -274,6 +305,30 @@ class Server:
         finally:
             writer.close()
 
+    async def _revert_later(self) -> None:
+        await asyncio.sleep(REVERT_AFTER)
+        await self._back_up(f"still running {REVERT_AFTER:g} s after announcing {self.state}")
+
+    async def _back_up(self, why: str) -> None:
+        """A shutdown that was announced did not happen: say so, and advertise afresh.
+
+        Boards that tore down only see a server come back when its record
+        comes back, so the record is withdrawn and registered again.
+        """
+        if self._revert is not None and self._revert is not asyncio.current_task():
+            self._revert.cancel()
+        self._revert = None
+        if self.state == STATE_UP or self.stop.is_set():
+            return
+        log.warning("%s: %s; up again", self.cfg.general.hostname, why)
+        self.state = STATE_UP
+        await self.listener.announce(None)
+        if self.name:
+            await self.advertiser.withdraw()
+            self.name = await self.advertiser.register(
+                SERVICE_TYPE, self.cfg.server.instance, self.cfg.server.port, self._properties())
+        self._write_state()
+
     async def _command(self, cmd: str, args: list[str], client: channel.ClientInfo) -> tuple[bool, str]:
         from pistop_mdns.actions.shutdown import SAFE_ARG
 
@@ -281,13 +336,14 @@ class Server:
             return False, f"unknown command {cmd!r}"
         if not all(SAFE_ARG.match(a) for a in args) or len(args) > 4:
             return False, "arguments refused: only plain shutdown(8) options"
-        argv = [sys.executable, "-m", "pistop_mdns", *self.config_args, "shutdown", "--", *args]
+        argv = [sys.executable, "-m", "pistop_mdns", *self.config_args, "shutdown", *self.shutdown_flags,
+                "--", *args]
         log.info("%s: client %s asked for shutdown: running %s", self.cfg.general.hostname, client.name,
                  " ".join(argv))
         subprocess.Popen(argv, start_new_session=True, stdin=subprocess.DEVNULL)
         return True, "shutdown started"
 
 
-def run(cfg: Config, *, config_args: list[str]) -> int:
+def run(cfg: Config, *, config_args: list[str], shutdown_flags: list[str] = ()) -> int:
     runner = Runner(timeout=cfg.general.timeout)
-    return asyncio.run(Server(cfg, runner, config_args=config_args).run())
+    return asyncio.run(Server(cfg, runner, config_args=config_args, shutdown_flags=shutdown_flags).run())
