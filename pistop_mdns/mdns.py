@@ -217,6 +217,7 @@ class Browser:
         self._tasks: dict[str, asyncio.Task] = {}
         self._settle: dict[str, asyncio.Task] = {}
         self._last: dict[str, tuple] = {}  # what was last reported for each name
+        self._newest: dict[str, int] = {}  # with a key: the newest signature time seen per name
         self._warned: set[str] = set()
 
     async def start(self, addresses: list[str]) -> None:
@@ -275,20 +276,31 @@ class Browser:
             max_skew=self.max_skew,
             ipv6=self.ipv6,
         )
+        if not isinstance(result, txt.Rejected) and result.authenticated:
+            result = self._check_newer(name, properties, result)
         if isinstance(result, txt.Rejected):
             if name not in self._warned:
                 self._warned.add(name)
-                log.warning("ignoring %s: %s", name, result.reason)
+                log.warning("ignoring %s: %s", txt.escape(name), result.reason)
             self.on_event(result)
             return
         self._warned.discard(name)
-        seen = (properties, sorted(addresses), port, host)
         last = self._last.get(name)
-        if last is not None and last == seen:
-            return
-        self._last[name] = seen
+        self._last[name] = (properties, sorted(addresses), port, host, result)
+        if last is not None and last[4] == result:
+            return  # e.g. only the (unsigned, unused) A records changed under a key
         props = {_text(k): _text(v) for k, v in properties.items()}
         self.on_event(Found(result, last is None, props))
+
+    def _check_newer(self, name: str, properties: dict, ad: ServerAd) -> ServerAd | txt.Rejected:
+        """A signed record older than one already seen is a replay (or a stale cache): ignored."""
+        ts = txt.signed_at(properties)
+        newest = self._newest.get(name)
+        if ts is None or newest is not None and ts < newest:
+            return txt.Rejected(name, f"signed at {ts}, before the record already seen ({newest}): "
+                                      f"replayed by another host, or the server's clock went back")
+        self._newest[name] = ts
+        return ad
 
     async def close(self) -> None:
         for tasks in (self._tasks, self._settle):

@@ -6,7 +6,15 @@ that says why, in words for one log line. It never raises: a record that
 fails validation is never acted on.
 
 Keys (protocol 1): txtvers, proto, export, nfsvers, mpd_port, music, state,
-boot, ver; with a key also ts (unix time) and mac (HMAC-SHA256, see auth.py).
+boot, ver; with a key also addrs (the server's addresses), ts (unix time) and
+mac (HMAC-SHA256 over the instance name, the SRV port and every other key, see
+auth.py). With a key the A/AAAA records are not used at all: anyone can send
+those, so the board uses the signed `addrs` only.
+
+Names from the network may hold any UTF-8 (RFC 6763 4.1.1): instance names
+and unknown TXT values are escaped (`escape`) before they reach a log line,
+a hook's environment or a terminal, and the SRV target must be a plain host
+name, since it may end up in a mount source.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ NFS_VERSIONS = ("3", "4", "4.0", "4.1", "4.2")
 _SAFE_PATH = re.compile(r"[A-Za-z0-9._@+,:=~/-]*\Z")
 _BOOT = re.compile(r"[A-Za-z0-9-]{0,64}\Z")
 _VERSION = re.compile(r"[A-Za-z0-9.+~_-]{0,32}\Z")
+_HOST = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.){1,16}\Z")
 
 
 @dataclass(frozen=True)
@@ -43,19 +52,47 @@ def instance_of(name: str) -> str:
     return name[: -len(suffix)] if name.endswith(suffix) else name
 
 
-def _mac_parts(instance: str, fields: Mapping[str, str]) -> tuple[str, ...]:
+def escape(text: str) -> str:
+    """`text` with everything a terminal, a log or an environment would act on
+    (control characters, bidi overrides, other non-printables) as \\x.. / \\u.... escapes."""
+    out = []
+    for ch in text:
+        if ch == "\\":
+            out.append("\\\\")
+        elif ch.isprintable():
+            out.append(ch)
+        elif ord(ch) < 0x100:
+            out.append(f"\\x{ord(ch):02x}")
+        else:
+            out.append(f"\\u{ord(ch):04x}" if ord(ch) < 0x10000 else f"\\U{ord(ch):08x}")
+    return "".join(out)
+
+
+def _mac_parts(instance: str, port: int, fields: Mapping[str, str]) -> tuple[str, ...]:
     canonical = "\n".join(f"{k}={fields[k]}" for k in sorted(fields) if k != "mac")
-    return ("pistop-mdns txt 1", instance, canonical)
+    return ("pistop-mdns txt 1", instance, str(port), canonical)
 
 
-def encode(fields: Mapping[str, str], *, instance: str, key: bytes | None, now: float) -> dict[str, str]:
-    """The TXT properties for `fields`; with a key, stamped and MACed."""
+def encode(fields: Mapping[str, str], *, instance: str, key: bytes | None, now: float, port: int = 0,
+           addresses: list[str] | tuple[str, ...] = ()) -> dict[str, str]:
+    """The TXT properties for `fields`; with a key, stamped with `now` and MACed
+    together with the instance name, the SRV port and the addresses."""
     out = {"txtvers": TXTVERS, "proto": str(PROTOCOL)}
     out.update({k: str(v) for k, v in fields.items()})
     if key is not None:
+        out["addrs"] = ",".join(addresses)
         out["ts"] = str(int(now))
-        out["mac"] = auth.mac(key, *_mac_parts(instance, out))
+        out["mac"] = auth.mac(key, *_mac_parts(instance, port, out))
     return out
+
+
+def signed_at(properties: Mapping[Any, Any]) -> int | None:
+    """The `ts` of an (already validated) record, for telling newer from replayed."""
+    for k, v in properties.items():
+        if (_text(k) or "").lower() == "ts":
+            value = _text(v) or ""
+            return int(value) if value.isdigit() else None
+    return None
 
 
 def _text(value: Any) -> str | None:
@@ -162,8 +199,10 @@ def _parse(name, properties, addresses, port, host, key, now, max_skew, ipv6):
     version = fields.get("ver") or ""
     if not _VERSION.match(version):
         return Rejected(name, f"ver={version!r} is not a version")
-    if not isinstance(port, int) or not 1 <= port <= 65535:
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
         return Rejected(name, f"SRV port {port!r} is not a port number")
+    if not isinstance(host, str) or not _HOST.match(host if host.endswith(".") else host + "."):
+        return Rejected(name, f"SRV target {escape(str(host))[:80]!r} is not a plain host name")
 
     instance = instance_of(name)
     authenticated = False
@@ -171,7 +210,7 @@ def _parse(name, properties, addresses, port, host, key, now, max_skew, ipv6):
         given_mac, ts = fields.get("mac"), fields.get("ts")
         if not given_mac or not ts:
             return Rejected(name, "record is not signed, but a key is configured (wrong or no key on the server?)")
-        if not auth.verify(key, given_mac, *_mac_parts(instance, fields)):
+        if not auth.verify(key, given_mac, *_mac_parts(instance, port, fields)):
             return Rejected(name, "MAC does not match: the server has another key, or the record was forged")
         if not ts.isdigit():
             return Rejected(name, f"ts={ts!r} is not a time")
@@ -182,22 +221,27 @@ def _parse(name, properties, addresses, port, host, key, now, max_skew, ipv6):
                 f"check the clocks (NTP) of both hosts",
             )
         authenticated = True
+        # Only what the key proves: the signed addresses, not the A/AAAA records.
+        addresses = [a for a in (fields.get("addrs") or "").split(",") if a]
 
     usable = []
     for a in addresses:
-        ip = ipaddress.ip_address(str(a).split("%")[0])
-        if ip.version == 4 or ipv6:
-            usable.append(str(a))
+        try:
+            ip = ipaddress.ip_address(str(a).split("%")[0])
+        except ValueError:
+            return Rejected(name, f"address {escape(str(a))[:64]!r} is not an IP address")
+        if (ip.version == 4 or ipv6) and not ip.is_link_local and not ip.is_multicast and not ip.is_unspecified:
+            usable.append(str(ip))
     if not usable:
         return Rejected(name, "record has no usable address")
     usable.sort(key=lambda a: (":" in a, a))
 
     known = {"txtvers", "proto", "export", "nfsvers", "mpd_port", "music", "state",
-             "boot", "ver", "ts", "mac"}
-    extra = tuple(sorted((k, v or "") for k, v in fields.items() if k not in known))
+             "boot", "ver", "addrs", "ts", "mac"}
+    extra = tuple(sorted((escape(k), escape(v or "")) for k, v in fields.items() if k not in known))
     return ServerAd(
         name=name,
-        instance=instance,
+        instance=escape(instance),
         host=host,
         addresses=tuple(usable),
         port=port,

@@ -91,6 +91,22 @@ def test_a_taken_instance_name_is_renamed_and_logged(make_lan, tmp_path):
     assert found["addresses"] == [lan["attic"].address]
 
 
+def test_a_renamed_keyed_server_is_signed_for_its_new_name_at_once(make_lan, tmp_path):
+    """The TXT MAC covers the instance name: after a rename the record is signed again
+    right away, not at the next refresh (150 s later)."""
+    lan = make_lan(["musicpi", "attic", "kitchen"])
+    key = peers.make_key(tmp_path)
+    peers.server(lan["musicpi"], tmp_path, "--key-file", key)
+    second = peers.server(lan["attic"], tmp_path, "--instance", "musicpi", "--key-file", key)
+    second.wait(r"advertising as musicpi-2", 30)
+
+    def signed():
+        _, found = peers.browse_json(lan["kitchen"], 2.0, "--key-file", key)
+        return next((f for f in found if f["instance"] == "musicpi-2" and f["authenticated"]), None)
+
+    assert wait_for(signed, 30, interval=0, what="musicpi-2 with a valid MAC")["addresses"] == [lan["attic"].address]
+
+
 def test_address_change_goes_out_as_an_update_of_the_same_service(make_lan, tmp_path):
     lan = make_lan(["musicpi", "kitchen"])
     peers.server(lan["musicpi"], tmp_path)

@@ -80,9 +80,8 @@ def test_ipv6_addresses_only_when_asked_and_ipv4_first():
 
 
 def test_signed_record_round_trip_and_forgeries():
-    props = txt.encode({k: v for k, v in GOOD.items() if k not in ("txtvers", "proto")},
-                       instance="musicpi", key=KEY, now=1000.0)
-    assert props["ts"] == "1000" and len(props["mac"]) == 64
+    props = signed()
+    assert props["ts"] == "1000" and len(props["mac"]) == 64 and props["addrs"] == "198.18.0.11"
     ad = parse(props, key=KEY, now=1100.0)
     assert isinstance(ad, ServerAd) and ad.authenticated
     assert reason(props, key=b"another key of enough length", now=1100.0).startswith("MAC does not match")
@@ -91,8 +90,42 @@ def test_signed_record_round_trip_and_forgeries():
     assert isinstance(txt.parse("other._pistop._tcp.local.", props, addresses=["198.18.0.13"], port=5555,
                                 host="other.local.", key=KEY, now=1100.0), txt.Rejected)
     assert reason(GOOD, key=KEY, now=1100.0).startswith("record is not signed")
+    # the SRV port and the addresses are signed too
+    assert reason(props, key=KEY, now=1100.0, port=5556).startswith("MAC does not match")
+    assert reason({**props, "addrs": "198.18.0.66"}, key=KEY, now=1100.0).startswith("MAC does not match")
     assert reason(props, key=KEY, now=1000.0 + 601) == \
         "signed +601 s from this host's clock (limit 600 s): check the clocks (NTP) of both hosts"
+
+
+def signed(now=1000.0, **fields):
+    body = {k: v for k, v in GOOD.items() if k not in ("txtvers", "proto")} | fields
+    return txt.encode(body, instance="musicpi", key=KEY, now=now, port=5555, addresses=["198.18.0.11"])
+
+
+def test_with_a_key_the_signed_addresses_are_used_and_a_records_ignored():
+    """Anyone can answer for musicpi.local's A record; only the signed addrs count."""
+    ad = parse(signed(), key=KEY, now=1100.0, addresses=["198.18.0.66"])
+    assert ad.addresses == ("198.18.0.11",)
+    assert parse(signed(), key=KEY, now=1100.0, addresses=[]).addresses == ("198.18.0.11",)
+    assert parse(GOOD, addresses=["198.18.0.66"]).addresses == ("198.18.0.66",)  # without a key: the A record
+
+
+def test_the_srv_target_must_be_a_plain_host_name():
+    assert isinstance(parse(GOOD, host="musicpi.local."), ServerAd)
+    assert reason(GOOD, host="-o.local.") == "SRV target '-o.local.' is not a plain host name"
+    assert reason(GOOD, host="a b.local.").startswith("SRV target")
+    assert reason(GOOD, host="x;reboot.local.").startswith("SRV target")
+    assert reason(GOOD, host="").startswith("SRV target")
+
+
+def test_names_from_the_network_are_escaped_for_logs_env_and_terminals():
+    name = "evil\x1b[2J\u202ename\n._pistop._tcp.local."
+    ad = txt.parse(name, {**GOOD, "note": "\x07bell"}, addresses=["198.18.0.11"], port=5555,
+                   host="evil.local.")
+    assert ad.instance == "evil\\x1b[2J\\u202ename\\x0a"
+    assert ad.extra == (("note", "\\x07bell"),)
+    assert ad.name == name  # the DNS name itself stays as it is: it is only a key
+    assert txt.escape("caf\u00e9 \\") == "caf\u00e9 \\\\"
 
 
 def test_unsigned_records_are_accepted_without_a_key():
@@ -155,15 +188,15 @@ def test_browser_warns_once_per_bad_record_name_and_never_reports_it(records):
     finally:
         logger.removeHandler(handler)
     warnings = [r for r in handler.records if r.levelno == logging.WARNING]
-    # every record is reported, except a valid one identical to the last valid one
+    # every record is reported, except a valid one that says what the last valid one said
     expected, last_valid = 0, None
     for props in records:
-        valid = isinstance(txt.parse(NAME, props, addresses=["198.18.0.11"], port=5555, host="musicpi.local."),
-                           ServerAd)
-        if not valid or props != last_valid:
+        parsed = txt.parse(NAME, props, addresses=["198.18.0.11"], port=5555, host="musicpi.local.")
+        valid = isinstance(parsed, ServerAd)
+        if not valid or parsed != last_valid:
             expected += 1
         if valid:
-            last_valid = props
+            last_valid = parsed
     assert len(events) == expected
     assert all(e.added == (i == 0) for i, e in enumerate(e for e in events if isinstance(e, mdns.Found)))
     # one warning per run of bad records: silence until a good one resets it
@@ -174,3 +207,20 @@ def test_browser_warns_once_per_bad_record_name_and_never_reports_it(records):
         bad = isinstance(e, txt.Rejected)
     assert len(warnings) == runs
     assert all(NAME in r.getMessage() for r in warnings)
+
+
+def test_a_signed_record_older_than_one_seen_is_a_replay_and_ignored(caplog):
+    events = []
+    now = [1000.0]
+    browser = mdns.Browser(events.append, key=KEY, now=lambda: now[0])
+    stopping = signed(now=1000.0, state="stopping")
+    browser.report(NAME, stopping, [], 5555, "musicpi.local.")
+    browser.report(NAME, signed(now=1010.0), [], 5555, "musicpi.local.")
+    now[0] = 1020.0
+    with caplog.at_level(logging.WARNING, "pistop_mdns.mdns"):
+        browser.report(NAME, stopping, [], 5555, "musicpi.local.")  # captured earlier, sent again
+        browser.report(NAME, stopping, [], 5555, "musicpi.local.")
+    assert [type(e).__name__ for e in events] == ["Found", "Found", "Rejected", "Rejected"]
+    assert [e.ad.state for e in events if isinstance(e, mdns.Found)] == ["stopping", "up"]
+    assert "before the record already seen" in events[2].reason
+    assert len([r for r in caplog.records if "replayed" in r.getMessage()]) == 1
