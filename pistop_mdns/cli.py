@@ -208,12 +208,14 @@ def shutdown_command(ctx: click.Context, server_name: str | None, args: tuple[st
 
 
 @main.command("demo")
-@click.option("--keep", is_flag=True, help="Leave the LAN up until Ctrl-C and print how to enter each host.")
-def demo_command(keep: bool) -> None:
-    """Run a server and two clients on a simulated LAN on this machine (needs root)."""
+@click.option("--keep", is_flag=True, help="Leave the LAN up until Ctrl-C and print what to try in it.")
+@click.option("--dry-run", is_flag=True,
+              help="The quick version: the boards only plan their steps; needs no music packages.")
+def demo_command(keep: bool, dry_run: bool) -> None:
+    """Run a music server and two room boards on a simulated LAN on this machine (needs root)."""
     from pistop_mdns.actions import demo
 
-    sys.exit(demo.run(keep=keep))
+    sys.exit(demo.run(keep=keep, dry_run=dry_run))
 
 
 @main.group("config")

@@ -15,7 +15,9 @@ crashed run's leftovers can be recognised (`cleanup_stale`). Everything a Lan
 made -- processes (by PID, with their process groups) and namespaces -- is
 removed on exit, on an exception, and on SIGTERM/SIGINT (via KeyboardInterrupt
 or SystemExit); every command has a timeout; every helper process ends by
-itself after `lifetime` seconds even if nobody cleans up.
+itself after `lifetime` seconds even if nobody cleans up. `wait_for` and
+`Output` (a process's lines, collected as they come) are the bounded waits
+the demo and the tests use on it.
 """
 
 from __future__ import annotations
@@ -25,8 +27,10 @@ import os
 import re
 import signal
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 PREFIX = "pm"
 SUBNET = "198.18.0"
@@ -59,6 +63,75 @@ def _ip(*args: str, timeout: float = 10) -> None:
 def require_root() -> None:
     if os.geteuid() != 0:
         raise LanError("the simulated LAN needs root (network namespaces): run it with sudo")
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.05, what: str = "condition"):
+    """Poll `predicate` until it returns something truthy; LanError after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise LanError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+class Output:
+    """Collects a process's output lines in a thread, with timestamps, for waiting on.
+
+    `on_line` (if given) sees each line as it comes, e.g. to print it.
+    """
+
+    def __init__(self, proc: subprocess.Popen, name: str = "", on_line: Callable[[str], None] | None = None):
+        self.proc = proc
+        self.name = name
+        self.on_line = on_line
+        self.lines: list[tuple[float, str]] = []
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        try:
+            for line in self.proc.stdout:
+                line = line.rstrip("\n")
+                with self._lock:
+                    self.lines.append((time.monotonic(), line))
+                if self.on_line is not None:
+                    self.on_line(line)
+        except (ValueError, OSError):
+            pass  # the stream was closed by the LAN's clean-up
+
+    def text(self) -> str:
+        with self._lock:
+            return "\n".join(line for _, line in self.lines)
+
+    def find(self, pattern: str, start: int = 0) -> tuple[float, str] | None:
+        rx = re.compile(pattern)
+        with self._lock:
+            for stamp, line in self.lines[start:]:
+                if rx.search(line):
+                    return stamp, line
+        return None
+
+    def count(self, pattern: str) -> int:
+        rx = re.compile(pattern)
+        with self._lock:
+            return sum(1 for _, line in self.lines if rx.search(line))
+
+    def wait(self, pattern: str, timeout: float, start: int = 0) -> tuple[float, str]:
+        """(when, line) of the first line from `start` on that matches; LanError after `timeout`."""
+        try:
+            return wait_for(lambda: self.find(pattern, start), timeout, what=f"{pattern!r} from {self.name}")
+        except LanError:
+            raise LanError(f"timed out after {timeout} s waiting for {pattern!r} from {self.name}; "
+                           f"output so far:\n{self.text()}") from None
+
+    def mark(self) -> int:
+        with self._lock:
+            return len(self.lines)
 
 
 def _alive(pid: int) -> bool:
@@ -99,6 +172,7 @@ class Host:
     address: str
     lan: Lan = field(repr=False)
     holder: subprocess.Popen | None = field(default=None, repr=False)
+    switch_port: str = ""  # the other end of eth0: a veth in the bridge namespace
 
     @property
     def pid(self) -> int:
@@ -157,6 +231,14 @@ class Host:
         """Plug or unplug this host's cable (its eth0)."""
         _ip("-n", self.netns, "link", "set", "eth0", "up" if up else "down")
 
+    def cable(self, plugged: bool) -> None:
+        """Pull this host's cable out of the switch, or plug it back in.
+
+        Unlike `link`, the host's own eth0 stays configured (address, routes),
+        as on a board whose cable is pulled: only its port on the bridge goes down.
+        """
+        _ip("-n", self.lan.bridge, "link", "set", self.switch_port, "up" if plugged else "down")
+
 
 class Lan:
     def __init__(self, hosts: list[str], *, prefix: str = PREFIX, subnet: str = SUBNET,
@@ -208,7 +290,7 @@ class Lan:
             address = f"{self._subnet}.{FIRST_HOST + i}"
             _ip("-n", ns, "addr", "add", f"{address}/24", "dev", "eth0")
             _ip("-n", ns, "link", "set", "eth0", "up")
-            host = Host(name, ns, address, self)
+            host = Host(name, ns, address, self, switch_port=f"v{i}")
             host.holder = self._hold(host)
             self.hosts[name] = host
         for host in self.hosts.values():

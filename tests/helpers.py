@@ -4,15 +4,13 @@ read its output as it comes, wait for conditions with a bounded loop."""
 from __future__ import annotations
 
 import os
-import re
 import shutil
-import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
+
+from pistop_mdns import lan
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -40,61 +38,17 @@ def need_root() -> None:
 
 def wait_for(predicate, timeout: float, interval: float = 0.05, what: str = "condition"):
     """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
+    try:
+        return lan.wait_for(predicate, timeout, interval, what)
+    except lan.LanError as e:
+        raise pytest.fail.Exception(str(e)) from None
 
 
-class Output:
-    """Collects a process's output lines in a thread, with timestamps, for waiting on."""
-
-    def __init__(self, proc: subprocess.Popen, name: str = ""):
-        self.proc = proc
-        self.name = name
-        self.lines: list[tuple[float, str]] = []
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        try:
-            for line in self.proc.stdout:
-                with self._lock:
-                    self.lines.append((time.monotonic(), line.rstrip("\n")))
-        except (ValueError, OSError):
-            pass  # the stream was closed by the LAN's clean-up
-
-    def text(self) -> str:
-        with self._lock:
-            return "\n".join(line for _, line in self.lines)
-
-    def find(self, pattern: str, start: int = 0) -> tuple[float, str] | None:
-        rx = re.compile(pattern)
-        with self._lock:
-            for stamp, line in self.lines[start:]:
-                if rx.search(line):
-                    return stamp, line
-        return None
-
-    def count(self, pattern: str) -> int:
-        rx = re.compile(pattern)
-        with self._lock:
-            return sum(1 for _, line in self.lines if rx.search(line))
+class Output(lan.Output):
+    """A process's output lines (see pistop_mdns.lan.Output); a wait that times out fails the test."""
 
     def wait(self, pattern: str, timeout: float, start: int = 0) -> tuple[float, str]:
         try:
-            return wait_for(lambda: self.find(pattern, start), timeout, what=f"{pattern!r} from {self.name}")
-        except pytest.fail.Exception:
-            raise pytest.fail.Exception(
-                f"timed out after {timeout} s waiting for {pattern!r} from {self.name}; output so far:\n"
-                + self.text()) from None
-
-    def mark(self) -> int:
-        with self._lock:
-            return len(self.lines)
+            return super().wait(pattern, timeout, start)
+        except lan.LanError as e:
+            raise pytest.fail.Exception(str(e)) from None

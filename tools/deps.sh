@@ -1,12 +1,14 @@
 # Debian 12 packages, sourced by tools/demo and tools/test.
 # What pistop-mdns itself needs (exactly what `apt install pistop-mdns` pulls in):
 RUNTIME_PACKAGES="python3 python3-zeroconf python3-netifaces python3-click python3-sh"
-# What the demo's simulated LAN uses: namespaces, real mpd serving generated songs.
-DEMO_PACKAGES="iproute2 util-linux iputils-ping mpd mpc sox"
+# What the demo's simulated LAN uses: namespaces, and the real chain in them (see
+# pistop_mdns/lan_music.py): songs made with sox, nfs-ganesha with rpcbind, mpd
+# and mpc, daemontools, libnfs's nfs-ls.
+DEMO_PACKAGES="iproute2 util-linux iputils-ping mpd mpc sox daemontools
+  nfs-ganesha nfs-ganesha-vfs rpcbind libnfs-utils"
 # What the tests use: real peers and components, the second (PyPI) Python stack, packaging.
 TEST_PACKAGES="python3-pytest python3-hypothesis python3-venv python3-dev gcc
-  avahi-daemon avahi-utils dbus daemontools ucspi-tcp autofs rsync at nftables
-  nfs-ganesha nfs-ganesha-vfs libnfs-utils rpcbind flac vorbis-tools tcpdump
+  avahi-daemon avahi-utils dbus ucspi-tcp autofs rsync at nftables flac vorbis-tools tcpdump
   systemd man-db debhelper dh-python pybuild-plugin-pyproject python3-all
   python3-setuptools lintian debootstrap fakeroot dpkg-dev make"
 
@@ -26,6 +28,16 @@ apt_install() {
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends $missing
+    # The NFS servers run only inside the demo's and the tests' namespaces;
+    # installing them also enabled them at boot, on every interface: undo that
+    # for what was installed just now (what was there before stays as it was).
+    command -v systemctl >/dev/null || return 0
+    for p in $missing; do
+        case $p in
+            nfs-ganesha) systemctl disable --quiet nfs-ganesha.service || true ;;
+            rpcbind) systemctl disable --quiet rpcbind.service rpcbind.socket || true ;;
+        esac
+    done
 }
 
 need_root() {

@@ -17,14 +17,14 @@ from pathlib import Path
 import pytest
 
 from pistop_mdns.lan import Host
-from tests.components.music import (
+from pistop_mdns.lan_music import (
     LIFETIME,
     Supervised,
     client_mpd_conf_text,
     make_songs,
     mpc,
     mpd_run_script,
-    play_and_hear,
+    play,
     start_server_mpd,
 )
 from tests.helpers import ENV, Output, need, need_root, pm_argv, wait_for
@@ -123,7 +123,7 @@ def test_direct_mode_waits_for_the_marker_plays_and_stops_mpd_before_unmounting(
         assert conf.read_text() == original.replace('"198.18.0.99"', '"198.18.0.11"')
         wait_for(lambda: mpc(kitchen, "listall").stdout.split() == songs, 30,
                  what="kitchen's mpd to list musicpi's songs")
-        play_and_hear(kitchen, "ArtistB/three.flac")  # read from the mount point
+        play(kitchen, "ArtistB/three.flac")  # read from the mount point
         lcd.wait(r"^3 0 0:kitchen On$", 20)
         assert lcd.find(r"^0 0 3:Load \d")
         assert lcd.find(r"^1 0 0:198\.18\.0\.12$")

@@ -14,14 +14,14 @@ import signal
 
 import pytest
 
-from tests.components.music import (
+from pistop_mdns.lan_music import (
     Ganesha,
     Supervised,
     client_mpd_conf_text,
     make_songs,
     mpc,
     mpd_run_script,
-    play_and_hear,
+    play,
     start_server_mpd,
 )
 from tests.helpers import ENV, Output, need, need_root, pm_argv, wait_for
@@ -90,7 +90,7 @@ def test_mpd_mode_brings_the_library_to_the_board_and_takes_it_away(make_lan, tm
         # the board's mpd now serves musicpi's library and plays it over NFS
         wait_for(lambda: mpc(kitchen, "listall").stdout.split() == songs, 30,
                  what="kitchen's mpd to list musicpi's songs")
-        play_and_hear(kitchen, "ArtistA/one.flac")
+        play(kitchen, "ArtistA/one.flac")
         status = kitchen.run(pm_argv("status", "--state-dir", str(state)), env=ENV)
         assert status.returncode == 0, status.stdout + status.stderr
         assert "mpd:         running yes" in status.stdout

@@ -1,27 +1,54 @@
-"""Real music components for the component tests, run inside LAN hosts only.
+"""The real music chain on the simulated LAN (lan.py), for the demo and the component tests.
 
-- `make_songs`: three short tagged songs made with sox.
-- mpd: a server mpd (simple database) and a room board's mpd.conf (proxy
-  database), started with `--no-daemon` so their PIDs are theirs.
+- `make_songs`: short tagged songs made with sox.
+- mpd: a music server's mpd (simple database) and a room board's mpd.conf
+  (proxy database), run with `--no-daemon` so their PIDs are theirs; `mpc`
+  to talk to them; `play` (`start_playing`, then `wait_elapsed`) to see a
+  song's elapsed time move on: it is read and decoded.
 - `Ganesha`: nfs-ganesha (userspace NFS, no kernel NFS needed) with rpcbind,
-  exporting a directory under a pseudo path, as TESTBED.md section 8 says.
+  exporting a directory under a pseudo path (TESTBED.md section 8).
 - `Supervised`: a daemontools service directory run by a real `supervise`.
 
-Every process is started through `host.spawn` (the Lan stops it) and
-wrapped in `timeout` where it might outlive a crashed test; every wait is
-bounded and fails the test with what the process said.
+Every process is started through `host.spawn` (the Lan stops it) and wrapped
+in `timeout` where it might outlive a crashed run; every wait is bounded and
+raises `LanError` with what the process said.
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import re
+import shutil
 import subprocess
 import time
 from pathlib import Path
 
-from pistop_mdns.lan import Host
-from tests.helpers import Output, wait_for
+from pistop_mdns.lan import Host, LanError, Output, wait_for
+
+# What the chain runs, and the Debian 12 package that brings it.
+PROGRAMS = {
+    "mpd": "mpd",
+    "mpc": "mpc",
+    "sox": "sox",
+    "supervise": "daemontools",
+    "svc": "daemontools",
+    "svstat": "daemontools",
+    "ganesha.nfsd": "nfs-ganesha",
+    "rpcbind": "rpcbind",
+    "nfs-ls": "libnfs-utils",
+}
+# ganesha's VFS backend comes in a package of its own, as a plugin, not a program.
+GANESHA_VFS = ("/usr/lib/*/ganesha/libfsalvfs.so", "nfs-ganesha-vfs")
+
+
+def missing_packages(which=shutil.which, find=glob.glob) -> list[str]:
+    """The Debian packages the chain needs that are not installed (by what they bring)."""
+    missing = [package for program, package in PROGRAMS.items() if which(program) is None]
+    if not find(GANESHA_VFS[0]):
+        missing.append(GANESHA_VFS[1])
+    return list(dict.fromkeys(missing))
+
 
 SONGS = (
     ("ArtistA/one.flac", "Tone One", "Artist A", 440),
@@ -29,16 +56,16 @@ SONGS = (
     ("ArtistB/three.flac", "Tone Three", "Artist B", 660),
 )
 SONG_SECONDS = 20  # long enough to see it play on a busy machine
-LIFETIME = "600"  # seconds any helper process may live, whatever happens to the test
+LIFETIME = "600"  # seconds any helper process may live, whatever happens to its caller
 
 
-def make_songs(music: Path) -> list[str]:
+def make_songs(music: Path, seconds: int = SONG_SECONDS) -> list[str]:
     """Tagged songs under `music`; returns their paths relative to it, as mpd lists them."""
     for relative, title, artist, frequency in SONGS:
         path = music / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run(["timeout", "60", "sox", "-n", "--comment", f"TITLE={title}", "--add-comment",
-                        f"ARTIST={artist}", str(path), "synth", str(SONG_SECONDS), "sine", str(frequency)],
+                        f"ARTIST={artist}", str(path), "synth", str(seconds), "sine", str(frequency)],
                        check=True, capture_output=True)
     return sorted(relative for relative, *_ in SONGS)
 
@@ -68,10 +95,11 @@ def server_mpd_conf(directory: Path, music: Path, address: str, port: int = 6600
 CLIENT_PORT = 6601
 
 
-def client_mpd_conf_text(directory: Path, music_directory: str, proxy_host: str, proxy_port: int = 6600) -> str:
+def client_mpd_conf_text(directory: Path, music_directory: str, proxy_host: str, proxy_port: int = 6600,
+                         room: str = "kitchen") -> str:
     """A room board's mpd.conf as a person wrote it: comments, tabs, odd spacing."""
     return (
-        "# kitchen board: music comes from the server\n"
+        f"# {room} board: music comes from the server\n"
         f'music_directory\t\t"{music_directory}"\n'
         f'playlist_directory "{directory}/playlists"   # local playlists\n'
         f'log_file "{directory}/log"\n'
@@ -88,7 +116,7 @@ def client_mpd_conf_text(directory: Path, music_directory: str, proxy_host: str,
         "}\n"
         "audio_output {\n"
         '    type "null"\n'
-        '    name "null"   # no sound card on the test machine\n'
+        '    name "null"   # no sound card on this machine\n'
         "}\n"
     )
 
@@ -102,15 +130,20 @@ def mpc(host: Host, *args: str, port: int = CLIENT_PORT, address: str = "127.0.0
     return host.run(["timeout", str(timeout), "mpc", "-h", address, "-p", str(port), *args], timeout=timeout + 5)
 
 
-def start_server_mpd(host: Host, directory: Path, music: Path, songs: list[str], port: int = 6600) -> Output:
-    """The music server's mpd, with its database built over `music`."""
-    conf = server_mpd_conf(directory, music, host.address, port)
-    out = Output(host.spawn(["timeout", LIFETIME, "mpd", "--no-daemon", "--stderr", str(conf)]), f"{host.name} mpd")
+def fill_database(host: Host, songs: list[str], port: int = 6600) -> None:
+    """Wait for the server's mpd to answer, have it scan its music, wait until it lists `songs`."""
     wait_for(lambda: mpc(host, "status", port=port, address=host.address).returncode == 0, 30,
              what=f"{host.name}'s mpd to answer")
     mpc(host, "update", "--wait", port=port, address=host.address, timeout=60)
     wait_for(lambda: mpc(host, "listall", port=port, address=host.address).stdout.split() == songs, 30,
              what=f"{host.name}'s mpd to list the songs")
+
+
+def start_server_mpd(host: Host, directory: Path, music: Path, songs: list[str], port: int = 6600) -> Output:
+    """The music server's mpd, with its database built over `music`."""
+    conf = server_mpd_conf(directory, music, host.address, port)
+    out = Output(host.spawn(["timeout", LIFETIME, "mpd", "--no-daemon", "--stderr", str(conf)]), f"{host.name} mpd")
+    fill_database(host, songs, port)
     return out
 
 
@@ -123,17 +156,24 @@ def elapsed(host: Host, port: int = CLIENT_PORT) -> int | None:
     return int(match.group(1)) * 60 + int(match.group(2)) if match else None
 
 
-def play_and_hear(host: Host, song: str, port: int = CLIENT_PORT) -> None:
-    """Queue `song`, play it, and wait until the elapsed time has moved on: it is read and decoded."""
-    mpc(host, "clear", port=port)
-    added = mpc(host, "add", song, port=port)
-    assert added.returncode == 0, added.stdout + added.stderr
-    played = mpc(host, "play", port=port)
-    assert played.returncode == 0, played.stdout + played.stderr
-    first = wait_for(lambda: elapsed(host, port) is not None, 30, what=f"{song} to play")
-    assert first is not None
-    wait_for(lambda: (elapsed(host, port) or 0) >= 2, 30, what=f"{song}'s elapsed time to advance")
-    assert "[playing]" in mpc(host, "status", port=port).stdout
+def start_playing(host: Host, song: str, port: int = CLIENT_PORT) -> None:
+    """Queue just `song` and play it."""
+    for args in (("clear",), ("add", song), ("play",)):
+        r = mpc(host, *args, port=port)
+        if r.returncode != 0:
+            raise LanError(f"{host.name}: mpc {' '.join(args)}: {(r.stderr or r.stdout).strip()}")
+
+
+def wait_elapsed(host: Host, seconds: int, port: int = CLIENT_PORT) -> None:
+    """Wait until mpd has played `seconds` of the current song: it is read and decoded."""
+    wait_for(lambda: (elapsed(host, port) or 0) >= seconds, 30,
+                    what=f"the song's elapsed time in {host.name} to reach {seconds} s")
+
+
+def play(host: Host, song: str, port: int = CLIENT_PORT) -> None:
+    """Queue `song`, play it, and wait until its elapsed time has moved on."""
+    start_playing(host, song, port)
+    wait_elapsed(host, 2, port)
 
 
 # ---------------------------------------------------------------- NFS (nfs-ganesha)
@@ -178,9 +218,8 @@ class Ganesha:
 
         try:
             wait_for(listed, 60, interval=0.3, what=f"{self.url} to be served")
-        except BaseException:
-            print(self.out.text())
-            raise
+        except LanError as e:
+            raise LanError(f"{e}; nfs-ganesha said:\n{self.out.text()}") from None
 
 
 # ---------------------------------------------------------------- daemontools
