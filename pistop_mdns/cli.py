@@ -101,7 +101,7 @@ def main(ctx: click.Context, config_path: str | None, envdir: str | None, log_le
 
 
 @main.command("server")
-@config_options("general", "server")
+@config_options("general", "server", "notify")
 @click.pass_context
 def server_command(ctx: click.Context, **kwargs: Any) -> None:
     """Advertise this host's music share over mDNS and serve the liveness channel."""

@@ -108,8 +108,9 @@ KEYS: tuple[Key, ...] = (
     _k("server", "advertise_rsync", "bool", False,
        "Also advertise the rsync daemon as _rsync._tcp."),
     _k("server", "rsync_port", "int", 873, "Port of the rsync daemon.", minimum=1, maximum=65535),
-    _k("server", "backup_at_start", "bool", False,
-       "Run `pistop-mdns backup` when the server starts."),
+    _k("server", "backup_at_start", "bool", True,
+       "Run `pistop-mdns backup` when the server starts and [backup] paths are set, as "
+       "pistop's fserver did; false turns it off."),
     # ------------------------------------------------------------ client
     _k("client", "server", "str", "",
        "Follow only the server with this instance name (default: the first one seen)."),
