@@ -1,7 +1,8 @@
 """`pistop-mdns install-service ROLE`: run a role as a service (successor of pistop's create_service).
 
-Roles: server, client, update (a timer), rsync (a read-only rsync daemon for
-the music directory). Under systemd it writes units to /etc/systemd/system
+Roles: server, client, update (a timer), rsync (an rsync daemon for the music
+directory: read-only to the LAN, writable with a password from the server's own
+subnets, as pistop's rsync service was for pushing music to the server). Under systemd it writes units to /etc/systemd/system
 and enables them; under daemontools it writes SERVICE_DIR/pistop-mdns-ROLE/
 with `run`, `log/run` (multilog) and `variables/` (pistop-style settings),
 which svscan then starts. `--remove` undoes it, `--dry-run` shows what it
@@ -19,9 +20,12 @@ enabled there (`systemctl --root`) and start at its next boot.
 
 from __future__ import annotations
 
+import grp
 import logging
 import os
+import pwd
 import re
+import secrets
 import shlex
 import shutil
 import time
@@ -39,6 +43,9 @@ PROGRAM = "/usr/bin/pistop-mdns"  # where Debian's package puts it
 UNIT_DIR = "/etc/systemd/system"
 PACKAGED_UNIT_DIR = "/lib/systemd/system"  # where Debian's package ships the units of contrib/
 RSYNC_CONF = "/etc/pistop-mdns/rsyncd.conf"
+RSYNC_SECRETS = "/etc/pistop-mdns/rsyncd.secrets"
+UPLOAD_MODULE = "music-upload"
+UPLOAD_USER = "music"  # rsync's own user name for the upload module, not a system account
 RSYNC_RUN_DIR = "/run/pistop-mdns-rsync"
 DEFAULT_MUSIC = "/srv/music"
 DEFAULT_INTERVAL = 21600  # the timer's OnUnitActiveSec=6h
@@ -65,6 +72,7 @@ class File:
     text: str | None  # None: a directory
     mode: int = 0o644
     keep: bool = False  # configuration the user edits: written when absent, never replaced or removed
+    secret: bool = False  # never shown, not even by --dry-run
 
 
 # ---------------------------------------------------------------- texts
@@ -208,7 +216,7 @@ WantedBy=timers.target
 
 _RSYNC_UNIT = """\
 [Unit]
-Description=pistop-mdns: rsync daemon serving the music directory read-only
+Description=pistop-mdns: rsync daemon for the music directory
 Documentation=man:pistop-mdns(1) man:rsyncd.conf(5)
 After=network.target
 # Debian's rsync.service would want the same port.
@@ -221,10 +229,11 @@ RestartSec=5s
 # Holds the lock file that enforces `max connections`.
 RuntimeDirectory=pistop-mdns-rsync
 
-# Hardening. The daemon only reads the music: the whole file system is
-# read-only to it, it sees no devices, kernel settings or other users' /tmp,
-# and keeps only the capabilities to bind port 873, chroot into the module
-# and switch to the unprivileged user named in rsyncd.conf.
+# Hardening. The whole file system is read-only to the daemon (install-service
+# writes a drop-in, upload.conf, that makes the upload module's directory
+# writable), it sees no devices, kernel settings or other users' /tmp, and
+# keeps only the capabilities to bind port 873, chroot into the module and
+# switch to the users named in rsyncd.conf.
 ProtectSystem=strict
 ProtectHome=read-only
 PrivateTmp=yes
@@ -250,7 +259,10 @@ WantedBy=multi-user.target
 """
 
 _RSYNCD_CONF = """\
-# rsyncd.conf of pistop-mdns-rsync: the music directory, read-only. See rsyncd.conf(5).
+# rsyncd.conf of pistop-mdns-rsync, see rsyncd.conf(5): the music directory,
+# read-only to the LAN ([music]) and writable with a password from the server's
+# own subnets ([music-upload], for pushing music to the server as pistop's rsync
+# service was for).
 # Written by `pistop-mdns install-service rsync` because it did not exist; it is
 # yours now: install-service never replaces or removes it.
 # The server advertises this daemon as _rsync._tcp when [server] advertise_rsync
@@ -263,14 +275,30 @@ use chroot = yes
 max connections = 4
 lock file = {run_dir}/rsyncd.lock
 timeout = 600
-# Limit who may connect, e.g.:
-# hosts allow = 192.168.1.0/24
 
 [music]
 	comment = music library
 	path = {music}
 	read only = yes
 	list = yes
+
+# Push music to the server from a computer on its own subnets, e.g.
+#   rsync -rtv --password-file=music.pw "Some Album" rsync://{user}@musicpi.local/{module}/
+# music.pw (mode 600) holds the password that follows "{user}:" in {secrets}.
+# Files land as the owner of the music directory; mpd's auto_update (or
+# `mpc update`) adds them to the database. Deleting is refused, so a mistyped
+# --delete cannot empty the library: remove that line to allow it.
+[{module}]
+	comment = add music to the library (password needed)
+	path = {music}
+	read only = no
+	list = no
+	uid = {owner}
+	gid = {group}
+	auth users = {user}
+	secrets file = {secrets}
+	hosts allow = {subnets}
+	refuse options = delete
 """
 
 _RUN = """\
@@ -293,7 +321,7 @@ WHAT = {
     "server": "pistop-mdns server: advertises this music server over mDNS",
     "client": "pistop-mdns client: follows the music server",
     "update": "pistop-mdns update: upgrades the music software",
-    "rsync": "rsync daemon of pistop-mdns: serves the music directory read-only",
+    "rsync": "rsync daemon of pistop-mdns: serves the music directory, and takes new music",
 }
 
 
@@ -304,8 +332,61 @@ def rsync_argv(daemontools: bool) -> list[str]:
     return argv + ["--log-file=/dev/stdout"] if daemontools else argv
 
 
-def rsyncd_conf(music: str, port: int) -> str:
-    return _RSYNCD_CONF.format(music=music, port=port, run_dir=RSYNC_RUN_DIR)
+def rsyncd_conf(music: str, port: int, *, owner: str = "mpd", group: str = "audio",
+                subnets: tuple[str, ...] = ("192.168.1.0/24",)) -> str:
+    """rsyncd.conf with the read-only [music] module and the password-protected upload module."""
+    return _RSYNCD_CONF.format(music=music, port=port, run_dir=RSYNC_RUN_DIR, owner=owner, group=group,
+                               subnets=" ".join(subnets), user=UPLOAD_USER, module=UPLOAD_MODULE,
+                               secrets=RSYNC_SECRETS)
+
+
+_FALSE = ("no", "false", "0")
+
+
+def writable_modules(text: str) -> dict[str, tuple[str, str]]:
+    """{module: (path, uid)} of the rsyncd.conf modules that are not read-only (rsync's default)."""
+    glob: dict[str, str] = {}
+    modules: dict[str, dict[str, str]] = {}
+    settings = glob
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            module = line[1:-1].strip()
+            settings = glob if module == "global" else modules.setdefault(module, {})
+        elif "=" in line:
+            key, value = line.split("=", 1)
+            settings[" ".join(key.lower().split())] = value.strip()
+    out = {}
+    for module, own in modules.items():
+        merged = {**glob, **own}
+        if "path" in merged and merged.get("read only", "yes").lower() in _FALSE:
+            out[module] = (merged["path"], merged.get("uid", "nobody"))
+    return out
+
+
+def rsync_dropin_path() -> str:
+    return f"{UNIT_DIR}/{name('rsync')}.service.d/upload.conf"
+
+
+def rsync_dropin(paths: list[str], as_root: bool) -> str:
+    """systemd drop-in: the writable modules' directories, and for root's files the right to own them."""
+    lines = [
+        "# Written by `pistop-mdns install-service rsync`, which replaces it on every run:",
+        f"# the writable modules of {RSYNC_CONF} write here.",
+        "[Service]",
+        "ReadWritePaths=" + " ".join("-" + systemd_word(p) for p in paths),
+    ]
+    if as_root:
+        lines[2:2] = ["# The music directory belongs to root, so uploads are written as root and need",
+                      "# the right to give files their owners."]
+        lines.append("CapabilityBoundingSet=CAP_CHOWN CAP_FOWNER")
+    return "\n".join(lines) + "\n"
+
+
+def secrets_text(password: str) -> str:
+    return f"{UPLOAD_USER}:{password}\n"
 
 
 def interval_dropin(interval: int) -> str:
@@ -324,8 +405,28 @@ def dropin_path() -> str:
     return f"{UNIT_DIR}/{name('update')}.timer.d/interval.conf"
 
 
+@dataclass(frozen=True)
+class RsyncSetup:
+    """What the rsync role writes besides its service: rsyncd.conf, the upload password, the drop-in."""
+
+    conf: str
+    password: str | None = None  # None: no secrets file (contrib/, tests)
+    writable: tuple[str, ...] = ()  # directories the daemon must be able to write (systemd drop-in)
+    as_root: bool = False  # uploads are written as root
+
+
+def rsync_files(setup: RsyncSetup | None, systemd: bool) -> list[File]:
+    setup = setup or RsyncSetup(rsyncd_conf(DEFAULT_MUSIC, 873))
+    out = [File(RSYNC_CONF, setup.conf, keep=True)]
+    if setup.password is not None:
+        out.append(File(RSYNC_SECRETS, secrets_text(setup.password), 0o600, keep=True, secret=True))
+    if systemd and setup.writable:
+        out.append(File(rsync_dropin_path(), rsync_dropin(list(setup.writable), setup.as_root)))
+    return out
+
+
 def systemd_files(role: str, command: list[str], *, interval: int = DEFAULT_INTERVAL,
-                  rsync_conf: str | None = None) -> list[File]:
+                  rsync: RsyncSetup | None = None) -> list[File]:
     """The files `install-service ROLE --init systemd` writes; `command` = pistop-mdns and global options."""
     unit = f"{name(role)}.service"
     header = _HEADER.format(what=WHAT[role], role=role, unit=unit)
@@ -339,7 +440,7 @@ def systemd_files(role: str, command: list[str], *, interval: int = DEFAULT_INTE
         if interval != DEFAULT_INTERVAL:
             out.append(File(dropin_path(), interval_dropin(interval)))
     if role == "rsync":
-        out.append(File(RSYNC_CONF, rsync_conf or rsyncd_conf(DEFAULT_MUSIC, 873), keep=True))
+        out += rsync_files(rsync, systemd=True)
     return out
 
 
@@ -348,6 +449,8 @@ def systemd_paths(role: str) -> list[str]:
     paths = [f"{UNIT_DIR}/{name(role)}.service"]
     if role == "update":
         paths += [f"{UNIT_DIR}/{name(role)}.timer", dropin_path()]
+    if role == "rsync":
+        paths.append(rsync_dropin_path())
     return paths
 
 
@@ -368,7 +471,7 @@ def run_body(role: str, command: list[str], interval: int) -> str:
 
 
 def daemontools_files(role: str, service_dir: str, command: list[str], *, interval: int = DEFAULT_INTERVAL,
-                      rsync_conf: str | None = None) -> list[File]:
+                      rsync: RsyncSetup | None = None) -> list[File]:
     """The files `install-service ROLE --init daemontools` writes."""
     d = f"{service_dir.rstrip('/')}/{name(role)}"
     out = [
@@ -381,7 +484,7 @@ def daemontools_files(role: str, service_dir: str, command: list[str], *, interv
                                      "the configuration file, or pistop-style files in ./variables"), 0o755),
     ]
     if role == "rsync":
-        out.append(File(RSYNC_CONF, rsync_conf or rsyncd_conf(DEFAULT_MUSIC, 873), keep=True))
+        out += rsync_files(rsync, systemd=False)
     return out
 
 
@@ -486,7 +589,8 @@ class Installer:
             return False
         if self.dry_run:
             self.echo(f"would write {path} (mode {f.mode:o}):")
-            self.echo("".join(f"    {line}\n" for line in f.text.splitlines()).rstrip("\n"))
+            shown = "(a new password, not shown)" if f.secret else f.text
+            self.echo("".join(f"    {line}\n" for line in shown.splitlines()).rstrip("\n"))
             return True
         os.makedirs(os.path.dirname(path), 0o755, exist_ok=True)
         files.atomic_write(path, f.text, backup_suffix=None)
@@ -563,8 +667,10 @@ class Installer:
             self.delete(path)
         if present and self.live and not self.command(commands.systemctl("daemon-reload")):
             return 1
-        if role == "rsync" and os.path.exists(self.at(RSYNC_CONF)):
-            log.info("kept %s (your configuration)", self.at(RSYNC_CONF))
+        if role == "rsync":
+            for kept in (RSYNC_CONF, RSYNC_SECRETS):
+                if os.path.exists(self.at(kept)):
+                    log.info("kept %s (your configuration)", self.at(kept))
         log.info("%s removed", target)
         return 0
 
@@ -688,25 +794,77 @@ def run(cfg: Config, role: str, *, init: str | None, remove: bool, dry_run: bool
     if program == PROGRAM and not os.path.exists(PROGRAM):
         log.warning("pistop-mdns is not on PATH: the service will run %s; install the package", PROGRAM)
     command = [program, *global_args(config_path, envdir, daemontools)]
-    conf = None
-    if role == "rsync":
-        music = music_directory(cfg.server.mpd_conf)
-        if music is None:
-            log.warning("no music_directory in %s: %s serves %s until you edit `path` there",
-                        cfg.server.mpd_conf, RSYNC_CONF, DEFAULT_MUSIC)
-        conf = rsyncd_conf(music or DEFAULT_MUSIC, cfg.server.rsync_port)
+    rsync = rsync_setup(cfg, installer) if role == "rsync" else None
     interval = cfg.update.interval
     try:
         if daemontools:
-            wanted = daemontools_files(role, cfg.general.service_dir, command, interval=interval, rsync_conf=conf)
+            wanted = daemontools_files(role, cfg.general.service_dir, command, interval=interval, rsync=rsync)
             status = installer.install_daemontools(role, cfg.general.service_dir, wanted, variables_from=envdir)
         else:
-            status = installer.install_systemd(role, systemd_files(role, command, interval=interval,
-                                                                   rsync_conf=conf))
+            status = installer.install_systemd(role, systemd_files(role, command, interval=interval, rsync=rsync))
     except OSError as e:
         log.error("install-service %s: %s: %s; fix: check that %s is writable", role, e.filename or "",
                   e.strerror, root)
         return 1
-    if status == 0 and role == "rsync" and not cfg.server.advertise_rsync:
-        log.info("to have the server advertise it as _rsync._tcp, set advertise_rsync = true in [server]")
+    if status == 0 and role == "rsync":
+        if rsync is not None and rsync.writable:
+            log.info("music can be pushed to rsync://%s@%s/%s/ from %s; the password follows \"%s:\" in %s",
+                     UPLOAD_USER, cfg.general.hostname or "this-host", UPLOAD_MODULE,
+                     "the subnets in `hosts allow` of " + installer.at(RSYNC_CONF), UPLOAD_USER,
+                     installer.at(RSYNC_SECRETS))
+        if not cfg.server.advertise_rsync:
+            log.info("to have the server advertise it as _rsync._tcp, set advertise_rsync = true in [server]")
     return status
+
+
+def music_owner(music: str, mpd_conf: str) -> tuple[str, str]:
+    """User and group the upload module writes as: the music directory's owner, else mpd's user."""
+    try:
+        st = os.stat(music)
+        return pwd.getpwuid(st.st_uid).pw_name, grp.getgrgid(st.st_gid).gr_name
+    except (OSError, KeyError):
+        pass
+    try:
+        user = files.mpd_conf_value(files.read_text(mpd_conf), "user")
+        if user:
+            return user, grp.getgrgid(pwd.getpwnam(user).pw_gid).gr_name
+    except (files.FileFormatError, OSError, KeyError):
+        pass
+    return "nobody", "nogroup"
+
+
+def own_subnets(cfg: Config) -> tuple[str, ...]:
+    """The networks of this host's addresses (interfaces as configured), for `hosts allow`."""
+    from pistop_mdns import mdns
+
+    found = mdns.local_interfaces(cfg.general.interfaces, cfg.general.ip_version == "all")
+    return tuple(dict.fromkeys(i.network for i in found))
+
+
+def rsync_setup(cfg: Config, installer: Installer) -> RsyncSetup:
+    music = music_directory(cfg.server.mpd_conf)
+    if music is None:
+        log.warning("no music_directory in %s: %s serves %s until you edit `path` there",
+                    cfg.server.mpd_conf, RSYNC_CONF, DEFAULT_MUSIC)
+        music = DEFAULT_MUSIC
+    owner, group = music_owner(music, cfg.server.mpd_conf)
+    subnets = own_subnets(cfg)
+    if not subnets:
+        log.warning("no network address on this host: uploads are allowed from 127.0.0.1 only; fix: edit "
+                    "`hosts allow` in %s", RSYNC_CONF)
+        subnets = ("127.0.0.1",)
+    if owner == "root":
+        log.warning("%s belongs to root: uploads are written as root; better: chown -R it to mpd's user", music)
+    conf = rsyncd_conf(music, cfg.server.rsync_port, owner=owner, group=group, subnets=subnets)
+    try:
+        in_place = files.read_text(installer.at(RSYNC_CONF))  # kept: the user's file decides
+    except (files.FileFormatError, OSError):
+        in_place = conf
+    writable = writable_modules(in_place)
+    if in_place != conf and not writable:
+        log.info("%s has no writable module (written by an older version?): to push music, add the [%s] "
+                 "module of `pistop-mdns install-service rsync --dry-run --root /tmp/x`, or remove the file "
+                 "and run this again", installer.at(RSYNC_CONF), UPLOAD_MODULE)
+    return RsyncSetup(conf, password=secrets.token_urlsafe(18),
+                      writable=tuple(dict.fromkeys(path for path, _ in writable.values())),
+                      as_root=any(uid in ("root", "0") for _, uid in writable.values()))
