@@ -125,8 +125,7 @@ def client_command(ctx: click.Context, dry_run: bool, **kwargs: Any) -> None:
 
 @main.command("status")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@config_options("general", exclude=("hostname", "interfaces", "ip_version", "key_file", "service_manager",
-                                    "service_dir", "timeout"))
+@config_options("general", exclude=tuple(k.name for k in KEYS if k.section == "general" and k.name != "state_dir"))
 @click.pass_context
 def status_command(ctx: click.Context, as_json: bool, **kwargs: Any) -> None:
     """Show the running client's state (or the server's clients); exit 0 up, 1 not up, 2 none runs."""
