@@ -2,12 +2,14 @@
 
 Roles: server, client, update (a timer), rsync (an rsync daemon for the music
 directory: read-only to the LAN, writable with a password from the server's own
-subnets, as pistop's rsync service was for pushing music to the server). Under systemd it writes units to /etc/systemd/system
-and enables them; under daemontools it writes SERVICE_DIR/pistop-mdns-ROLE/
-with `run`, `log/run` (multilog) and `variables/` (pistop-style settings),
-which svscan then starts. `--remove` undoes it, `--dry-run` shows what it
-would write and run. Running it again converges: unchanged files are left
-alone, changed ones are rewritten and the running service is restarted.
+subnets, as pistop's rsync service was for pushing music to the server). Under
+systemd it writes units to /etc/systemd/system and enables them; under
+daemontools it writes SERVICE_DIR/pistop-mdns-ROLE/ with `run`, `log/run`
+(multilog) and `variables/` (pistop-style settings), which svscan then starts.
+`--from-pistop` replaces pistop's own service of the role (see `Migration`).
+`--remove` undoes it, `--dry-run` shows what it would write and run. Running
+it again converges: unchanged files are left alone, changed ones are
+rewritten and the running service is restarted.
 
 The unit texts live here (they are what `contrib/` ships: a unit test keeps
 the two equal), so an installation from PyPI needs no data files. When the

@@ -152,7 +152,8 @@ def test_a_busy_disk_keeps_the_usb_power_on_and_still_powers_off(caplog):
     assert failed == ["unmount /MDrive", "check that /MDrive is unmounted"]
     assert sleeps == [1.0, 1.0]
     text = caplog.text
-    assert "musicpi: shutdown: unmount /MDrive failed: umount /MDrive: exit 32: umount: /MDrive: target is busy." in text
+    assert ("musicpi: shutdown: unmount /MDrive failed: umount /MDrive: exit 32: umount: /MDrive: target is busy."
+            in text)
     assert "check that /MDrive is unmounted failed: /MDrive is still mounted" in text
     assert "musicpi: shutdown: USB power stays on: unmount /MDrive, check that /MDrive is unmounted failed" in text
 
