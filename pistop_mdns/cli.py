@@ -115,7 +115,7 @@ def main(ctx: click.Context, config_path: str | None, envdir: str | None, log_le
 
 
 @main.command("server")
-@config_options("general", "server")
+@config_options("general", "server", "notify")
 @click.pass_context
 def server_command(ctx: click.Context, **kwargs: Any) -> None:
     """Advertise this host's music share over mDNS and serve the liveness channel."""
@@ -140,8 +140,7 @@ def client_command(ctx: click.Context, dry_run: bool, **kwargs: Any) -> None:
 
 @main.command("status")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@config_options("general", exclude=("hostname", "interfaces", "ip_version", "key_file", "service_manager",
-                                    "service_dir", "timeout"))
+@config_options("general", exclude=tuple(k.name for k in KEYS if k.section == "general" and k.name != "state_dir"))
 @click.pass_context
 def status_command(ctx: click.Context, as_json: bool, **kwargs: Any) -> None:
     """Show the running client's state (or the server's clients); exit 0 up, 1 not up, 2 none runs."""
@@ -286,18 +285,35 @@ def update_command(ctx: click.Context, dry_run: bool, **kwargs: Any) -> None:
 @click.option("--dry-run", is_flag=True, help="Print the files and commands instead; change nothing.")
 @click.option("--root", metavar="DIR", default="/", show_default=True,
               help="Write every file under DIR (another system's disk, tests); only enable units there.")
+@click.option("--from-pistop", "from_pistop", metavar="[DIR]", is_flag=False, flag_value="", default=None,
+              help="Replace pistop's service (DIR, default /service/fserver, fclient, update or rsync.875): "
+                   "take its variables, start the new service, then stop and remove the old one.")
 @config_options("general", "server", "update", exclude=tuple(
     k.name for k in KEYS if k.section in ("general", "server", "update")
-    and k.name not in ("service_dir", "timeout", "service_manager", "mpd_conf", "rsync_port", "interval")))
+    and k.name not in ("service_dir", "timeout", "service_manager", "mpd_conf", "port", "rsync_port",
+                       "interval")))
 @click.pass_context
 def install_service_command(ctx: click.Context, role: str, init: str | None, remove: bool, dry_run: bool,
-                            root: str, **kwargs: Any) -> None:
+                            root: str, from_pistop: str | None, **kwargs: Any) -> None:
     """Run ROLE (server, client, update, rsync) as a systemd or daemontools service."""
+    from pistop_mdns import pistop
     from pistop_mdns.actions import install_service
 
-    cfg = load(ctx, kwargs)
+    flags = _flags(kwargs)
+    envdir = ctx.obj["envdir"]
+    try:
+        cfg = derive.general(config.load(ctx.obj["config"], envdir, flags))
+        if from_pistop is not None and not envdir:
+            # The old service's variables are part of the configuration being moved.
+            old = os.path.abspath(from_pistop) if from_pistop else \
+                os.path.join(os.path.abspath(root), pistop.default_dir(role, cfg.general.service_dir).lstrip("/"))
+            if os.path.isdir(old):
+                cfg = derive.general(config.load(ctx.obj["config"], old, flags))
+    except ConfigError as e:
+        fail(str(e), 2)
     sys.exit(install_service.run(cfg, role, init=init, remove=remove, dry_run=dry_run, root=root,
-                                 config_path=ctx.obj["config"], envdir=ctx.obj["envdir"], echo=click.echo))
+                                 config_path=ctx.obj["config"], envdir=envdir, echo=click.echo,
+                                 from_pistop=from_pistop))
 
 
 if __name__ == "__main__":

@@ -59,6 +59,21 @@ def sync() -> Argv:
     return ("sync",)
 
 
+def unmount_disk(target: str) -> Argv:
+    # Never forced, never lazy: a lazy unmount "succeeds" on a busy disk that
+    # stays in use, and USB power is cut only after a real unmount.
+    return ("umount", target)
+
+
+def mount_holding(path: str) -> Argv:
+    """The mount point of the file system that holds `path`, on one line."""
+    return ("findmnt", "-n", "-o", "TARGET", "-T", path)
+
+
+def kill(pid: int, signal: str = "TERM") -> Argv:
+    return ("kill", f"-{signal}", str(pid))
+
+
 def uhubctl_off(location: str, ports: str = "") -> Argv:
     argv = ["uhubctl", "-a", "0", "-l", location]
     if ports:

@@ -108,8 +108,9 @@ KEYS: tuple[Key, ...] = (
     _k("server", "advertise_rsync", "bool", False,
        "Also advertise the rsync daemon as _rsync._tcp."),
     _k("server", "rsync_port", "int", 873, "Port of the rsync daemon.", minimum=1, maximum=65535),
-    _k("server", "backup_at_start", "bool", False,
-       "Run `pistop-mdns backup` when the server starts."),
+    _k("server", "backup_at_start", "bool", True,
+       "Run `pistop-mdns backup` when the server starts and [backup] paths are set, as "
+       "pistop's fserver did; false turns it off."),
     # ------------------------------------------------------------ client
     _k("client", "server", "str", "",
        "Follow only the server with this instance name (default: the first one seen)."),
@@ -216,16 +217,18 @@ KEYS: tuple[Key, ...] = (
        "Run the upgrade through `at now + 1 minute`: auto (when at exists), yes, no.",
        choices=("auto", "yes", "no")),
     # ------------------------------------------------------------ shutdown
-    _k("shutdown", "services", "list", ["mpd", "smbd", "nmbd", "nfs-server"],
-       "Services the shutdown helper stops after the clients are down."),
+    _k("shutdown", "services", "list", ["mpdev", "mpd", "smbd", "nmbd", "nfs-server"],
+       "systemd services the shutdown helper stops after the clients are down (one that is "
+       "not installed is skipped); every daemontools service and svscan are stopped too."),
     _k("shutdown", "data_disk", "str", "",
-       "Mount point of the data disk to unmount before power-off (default: the export, "
-       "when it is a mount point)."),
+       "Mount point of the data disk to unmount before power-off (pistop's MDRIVE on the "
+       "server; default: the mount that holds the export, unless that is /).", envvar="MDRIVE"),
     _k("shutdown", "clients_timeout", "float", 30.0,
        "Seconds to wait for connected clients to report they are down.",
        minimum=0, maximum=600),
     _k("shutdown", "uhubctl_location", "str", "",
-       "uhubctl hub location (-l) whose USB power is cut after unmounting."),
+       "uhubctl hub location (-l) whose USB power is cut at a power-off, only after the "
+       "data disk was unmounted and every step before succeeded."),
     _k("shutdown", "uhubctl_port", "str", "", "uhubctl port list (-p); empty: all ports."),
     _k("shutdown", "command", "list", ["shutdown", "-h", "now"],
        "The power-off command; extra arguments of `pistop-mdns shutdown` replace -h now."),
@@ -233,7 +236,11 @@ KEYS: tuple[Key, ...] = (
 
 SECTIONS: tuple[str, ...] = tuple(dict.fromkeys(k.section for k in KEYS))
 BY_NAME: dict[tuple[str, str], Key] = {(k.section, k.name): k for k in KEYS}
-BY_ENVVAR: dict[str, Key] = {k.envvar: k for k in KEYS if k.envvar}
+# pistop's variables/ files, each with the keys it sets (MDRIVE: the board's mount
+# point and the server's data disk).
+BY_ENVVAR: dict[str, tuple[Key, ...]] = {
+    var: tuple(k for k in KEYS if k.envvar == var) for var in dict.fromkeys(k.envvar for k in KEYS if k.envvar)
+}
 
 SOURCE_DEFAULT = "default"
 
@@ -445,7 +452,7 @@ def read_envdir(directory: str) -> dict[tuple[str, str], tuple[Any, str]]:
             f"(e.g. /service/fclient) or its variables/ folder"
         )
     values: dict[tuple[str, str], tuple[Any, str]] = {}
-    for var, key in BY_ENVVAR.items():
+    for var, keys in BY_ENVVAR.items():
         path = d / var
         try:
             raw = path.read_bytes()
@@ -460,7 +467,8 @@ def read_envdir(directory: str) -> dict[tuple[str, str], tuple[Any, str]]:
             text = first.decode()
         except UnicodeDecodeError:
             raise ConfigError(f"{path}: not UTF-8 text; fix: rewrite the file") from None
-        values[(key.section, key.name)] = (convert_text(key, text, str(path)), str(path))
+        for key in keys:
+            values[(key.section, key.name)] = (convert_text(key, text, str(path)), str(path))
     return values
 
 

@@ -1,12 +1,15 @@
 """`pistop-mdns install-service ROLE`: run a role as a service (successor of pistop's create_service).
 
-Roles: server, client, update (a timer), rsync (a read-only rsync daemon for
-the music directory). Under systemd it writes units to /etc/systemd/system
-and enables them; under daemontools it writes SERVICE_DIR/pistop-mdns-ROLE/
-with `run`, `log/run` (multilog) and `variables/` (pistop-style settings),
-which svscan then starts. `--remove` undoes it, `--dry-run` shows what it
-would write and run. Running it again converges: unchanged files are left
-alone, changed ones are rewritten and the running service is restarted.
+Roles: server, client, update (a timer), rsync (an rsync daemon for the music
+directory: read-only to the LAN, writable with a password from the server's own
+subnets, as pistop's rsync service was for pushing music to the server). Under
+systemd it writes units to /etc/systemd/system and enables them; under
+daemontools it writes SERVICE_DIR/pistop-mdns-ROLE/ with `run`, `log/run`
+(multilog) and `variables/` (pistop-style settings), which svscan then starts.
+`--from-pistop` replaces pistop's own service of the role (see `Migration`).
+`--remove` undoes it, `--dry-run` shows what it would write and run. Running
+it again converges: unchanged files are left alone, changed ones are
+rewritten and the running service is restarted.
 
 The unit texts live here (they are what `contrib/` ships: a unit test keeps
 the two equal), so an installation from PyPI needs no data files. When the
@@ -19,18 +22,22 @@ enabled there (`systemctl --root`) and start at its next boot.
 
 from __future__ import annotations
 
+import grp
 import logging
 import os
+import pwd
 import re
+import secrets
 import shlex
 import shutil
 import time
 from dataclasses import dataclass
 from typing import Callable
 
-from pistop_mdns import commands, config, files
+from pistop_mdns import commands, config, files, pistop
 from pistop_mdns.config import Config
 from pistop_mdns.executor import Runner
+from pistop_mdns.services import SvStatus, parse_svstat
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +46,9 @@ PROGRAM = "/usr/bin/pistop-mdns"  # where Debian's package puts it
 UNIT_DIR = "/etc/systemd/system"
 PACKAGED_UNIT_DIR = "/lib/systemd/system"  # where Debian's package ships the units of contrib/
 RSYNC_CONF = "/etc/pistop-mdns/rsyncd.conf"
+RSYNC_SECRETS = "/etc/pistop-mdns/rsyncd.secrets"
+UPLOAD_MODULE = "music-upload"
+UPLOAD_USER = "music"  # rsync's own user name for the upload module, not a system account
 RSYNC_RUN_DIR = "/run/pistop-mdns-rsync"
 DEFAULT_MUSIC = "/srv/music"
 DEFAULT_INTERVAL = 21600  # the timer's OnUnitActiveSec=6h
@@ -48,6 +58,13 @@ BOOT_DELAY = 300  # pistop's first check came 5 minutes after boot
 # within 5 seconds and supervise stops one at once.
 SYSTEMCTL_TIMEOUT = 120.0
 SUPERVISE_EXIT_WAIT = 15.0
+SUPERVISE_START_WAIT = 15.0
+# --from-pistop: how long a new service must run before the old one goes, and
+# how long it may take to get there.
+RUNNING_FOR = 2
+START_WAIT = 30.0
+PISTOP_COPY_DIR = "/etc/pistop-mdns/from-pistop"  # systemd: the old services' variables, as an envdir
+_UP_SECONDS = re.compile(r"^up \(pid \d+\) (\d+) seconds?")
 
 
 def name(role: str) -> str:
@@ -65,6 +82,7 @@ class File:
     text: str | None  # None: a directory
     mode: int = 0o644
     keep: bool = False  # configuration the user edits: written when absent, never replaced or removed
+    secret: bool = False  # never shown, not even by --dry-run
 
 
 # ---------------------------------------------------------------- texts
@@ -208,7 +226,7 @@ WantedBy=timers.target
 
 _RSYNC_UNIT = """\
 [Unit]
-Description=pistop-mdns: rsync daemon serving the music directory read-only
+Description=pistop-mdns: rsync daemon for the music directory
 Documentation=man:pistop-mdns(1) man:rsyncd.conf(5)
 After=network.target
 # Debian's rsync.service would want the same port.
@@ -221,10 +239,11 @@ RestartSec=5s
 # Holds the lock file that enforces `max connections`.
 RuntimeDirectory=pistop-mdns-rsync
 
-# Hardening. The daemon only reads the music: the whole file system is
-# read-only to it, it sees no devices, kernel settings or other users' /tmp,
-# and keeps only the capabilities to bind port 873, chroot into the module
-# and switch to the unprivileged user named in rsyncd.conf.
+# Hardening. The whole file system is read-only to the daemon (install-service
+# writes a drop-in, upload.conf, that makes the upload module's directory
+# writable), it sees no devices, kernel settings or other users' /tmp, and
+# keeps only the capabilities to bind port 873, chroot into the module and
+# switch to the users named in rsyncd.conf.
 ProtectSystem=strict
 ProtectHome=read-only
 PrivateTmp=yes
@@ -250,7 +269,10 @@ WantedBy=multi-user.target
 """
 
 _RSYNCD_CONF = """\
-# rsyncd.conf of pistop-mdns-rsync: the music directory, read-only. See rsyncd.conf(5).
+# rsyncd.conf of pistop-mdns-rsync, see rsyncd.conf(5): the music directory,
+# read-only to the LAN ([music]) and writable with a password from the server's
+# own subnets ([music-upload], for pushing music to the server as pistop's rsync
+# service was for).
 # Written by `pistop-mdns install-service rsync` because it did not exist; it is
 # yours now: install-service never replaces or removes it.
 # The server advertises this daemon as _rsync._tcp when [server] advertise_rsync
@@ -263,14 +285,30 @@ use chroot = yes
 max connections = 4
 lock file = {run_dir}/rsyncd.lock
 timeout = 600
-# Limit who may connect, e.g.:
-# hosts allow = 192.168.1.0/24
 
 [music]
 	comment = music library
 	path = {music}
 	read only = yes
 	list = yes
+
+# Push music to the server from a computer on its own subnets, e.g.
+#   rsync -rtv --password-file=music.pw "Some Album" rsync://{user}@musicpi.local/{module}/
+# music.pw (mode 600) holds the password that follows "{user}:" in {secrets}.
+# Files land as the owner of the music directory; mpd's auto_update (or
+# `mpc update`) adds them to the database. Deleting is refused, so a mistyped
+# --delete cannot empty the library: remove that line to allow it.
+[{module}]
+	comment = add music to the library (password needed)
+	path = {music}
+	read only = no
+	list = no
+	uid = {owner}
+	gid = {group}
+	auth users = {user}
+	secrets file = {secrets}
+	hosts allow = {subnets}
+	refuse options = delete
 """
 
 _RUN = """\
@@ -293,7 +331,7 @@ WHAT = {
     "server": "pistop-mdns server: advertises this music server over mDNS",
     "client": "pistop-mdns client: follows the music server",
     "update": "pistop-mdns update: upgrades the music software",
-    "rsync": "rsync daemon of pistop-mdns: serves the music directory read-only",
+    "rsync": "rsync daemon of pistop-mdns: serves the music directory, and takes new music",
 }
 
 
@@ -304,8 +342,61 @@ def rsync_argv(daemontools: bool) -> list[str]:
     return argv + ["--log-file=/dev/stdout"] if daemontools else argv
 
 
-def rsyncd_conf(music: str, port: int) -> str:
-    return _RSYNCD_CONF.format(music=music, port=port, run_dir=RSYNC_RUN_DIR)
+def rsyncd_conf(music: str, port: int, *, owner: str = "mpd", group: str = "audio",
+                subnets: tuple[str, ...] = ("192.168.1.0/24",)) -> str:
+    """rsyncd.conf with the read-only [music] module and the password-protected upload module."""
+    return _RSYNCD_CONF.format(music=music, port=port, run_dir=RSYNC_RUN_DIR, owner=owner, group=group,
+                               subnets=" ".join(subnets), user=UPLOAD_USER, module=UPLOAD_MODULE,
+                               secrets=RSYNC_SECRETS)
+
+
+_FALSE = ("no", "false", "0")
+
+
+def writable_modules(text: str) -> dict[str, tuple[str, str]]:
+    """{module: (path, uid)} of the rsyncd.conf modules that are not read-only (rsync's default)."""
+    glob: dict[str, str] = {}
+    modules: dict[str, dict[str, str]] = {}
+    settings = glob
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            module = line[1:-1].strip()
+            settings = glob if module == "global" else modules.setdefault(module, {})
+        elif "=" in line:
+            key, value = line.split("=", 1)
+            settings[" ".join(key.lower().split())] = value.strip()
+    out = {}
+    for module, own in modules.items():
+        merged = {**glob, **own}
+        if "path" in merged and merged.get("read only", "yes").lower() in _FALSE:
+            out[module] = (merged["path"], merged.get("uid", "nobody"))
+    return out
+
+
+def rsync_dropin_path() -> str:
+    return f"{UNIT_DIR}/{name('rsync')}.service.d/upload.conf"
+
+
+def rsync_dropin(paths: list[str], as_root: bool) -> str:
+    """systemd drop-in: the writable modules' directories, and for root's files the right to own them."""
+    lines = [
+        "# Written by `pistop-mdns install-service rsync`, which replaces it on every run:",
+        f"# the writable modules of {RSYNC_CONF} write here.",
+        "[Service]",
+        "ReadWritePaths=" + " ".join("-" + systemd_word(p) for p in paths),
+    ]
+    if as_root:
+        lines[2:2] = ["# The music directory belongs to root, so uploads are written as root and need",
+                      "# the right to give files their owners."]
+        lines.append("CapabilityBoundingSet=CAP_CHOWN CAP_FOWNER")
+    return "\n".join(lines) + "\n"
+
+
+def secrets_text(password: str) -> str:
+    return f"{UPLOAD_USER}:{password}\n"
 
 
 def interval_dropin(interval: int) -> str:
@@ -324,13 +415,33 @@ def dropin_path() -> str:
     return f"{UNIT_DIR}/{name('update')}.timer.d/interval.conf"
 
 
+@dataclass(frozen=True)
+class RsyncSetup:
+    """What the rsync role writes besides its service: rsyncd.conf, the upload password, the drop-in."""
+
+    conf: str
+    password: str | None = None  # None: no secrets file (contrib/, tests)
+    writable: tuple[str, ...] = ()  # directories the daemon must be able to write (systemd drop-in)
+    as_root: bool = False  # uploads are written as root
+
+
+def rsync_files(setup: RsyncSetup | None, systemd: bool) -> list[File]:
+    setup = setup or RsyncSetup(rsyncd_conf(DEFAULT_MUSIC, 873))
+    out = [File(RSYNC_CONF, setup.conf, keep=True)]
+    if setup.password is not None:
+        out.append(File(RSYNC_SECRETS, secrets_text(setup.password), 0o600, keep=True, secret=True))
+    if systemd and setup.writable:
+        out.append(File(rsync_dropin_path(), rsync_dropin(list(setup.writable), setup.as_root)))
+    return out
+
+
 def systemd_files(role: str, command: list[str], *, interval: int = DEFAULT_INTERVAL,
-                  rsync_conf: str | None = None) -> list[File]:
+                  rsync: RsyncSetup | None = None, role_args: list[str] | tuple[str, ...] = ()) -> list[File]:
     """The files `install-service ROLE --init systemd` writes; `command` = pistop-mdns and global options."""
     unit = f"{name(role)}.service"
     header = _HEADER.format(what=WHAT[role], role=role, unit=unit)
     body = {"server": _SERVER_UNIT, "client": _CLIENT_UNIT, "update": _UPDATE_UNIT, "rsync": _RSYNC_UNIT}[role]
-    argv = rsync_argv(daemontools=False) if role == "rsync" else [*command, role]
+    argv = rsync_argv(daemontools=False) if role == "rsync" else [*command, role, *role_args]
     out = [File(f"{UNIT_DIR}/{unit}", header + body.format(exec_start=exec_line(argv)))]
     if role == "update":
         timer = f"{name(role)}.timer"
@@ -339,7 +450,7 @@ def systemd_files(role: str, command: list[str], *, interval: int = DEFAULT_INTE
         if interval != DEFAULT_INTERVAL:
             out.append(File(dropin_path(), interval_dropin(interval)))
     if role == "rsync":
-        out.append(File(RSYNC_CONF, rsync_conf or rsyncd_conf(DEFAULT_MUSIC, 873), keep=True))
+        out += rsync_files(rsync, systemd=True)
     return out
 
 
@@ -348,13 +459,15 @@ def systemd_paths(role: str) -> list[str]:
     paths = [f"{UNIT_DIR}/{name(role)}.service"]
     if role == "update":
         paths += [f"{UNIT_DIR}/{name(role)}.timer", dropin_path()]
+    if role == "rsync":
+        paths.append(rsync_dropin_path())
     return paths
 
 
-def run_body(role: str, command: list[str], interval: int) -> str:
+def run_body(role: str, command: list[str], interval: int, role_args: list[str] | tuple[str, ...] = ()) -> str:
     if role == "rsync":
         return f"mkdir -p {RSYNC_RUN_DIR}\nexec {shlex.join(rsync_argv(daemontools=True))}"
-    argv = [*command, "--envdir", "./variables", role]
+    argv = [*command, "--envdir", "./variables", role, *role_args]
     if role != "update":
         return f"exec {shlex.join(argv)}"
     return (
@@ -368,7 +481,7 @@ def run_body(role: str, command: list[str], interval: int) -> str:
 
 
 def daemontools_files(role: str, service_dir: str, command: list[str], *, interval: int = DEFAULT_INTERVAL,
-                      rsync_conf: str | None = None) -> list[File]:
+                      rsync: RsyncSetup | None = None, role_args: list[str] | tuple[str, ...] = ()) -> list[File]:
     """The files `install-service ROLE --init daemontools` writes."""
     d = f"{service_dir.rstrip('/')}/{name(role)}"
     out = [
@@ -376,12 +489,12 @@ def daemontools_files(role: str, service_dir: str, command: list[str], *, interv
         File(f"{d}/variables", None, 0o755),
         File(f"{d}/log", None, 0o755),
         File(f"{d}/log/run", _LOG_RUN.format(service=name(role)), 0o755),
-        File(f"{d}/run", _RUN.format(what=WHAT[role], role=role, body=run_body(role, command, interval),
+        File(f"{d}/run", _RUN.format(what=WHAT[role], role=role, body=run_body(role, command, interval, role_args),
                                      settings=RSYNC_CONF if role == "rsync" else
                                      "the configuration file, or pistop-style files in ./variables"), 0o755),
     ]
     if role == "rsync":
-        out.append(File(RSYNC_CONF, rsync_conf or rsyncd_conf(DEFAULT_MUSIC, 873), keep=True))
+        out += rsync_files(rsync, systemd=False)
     return out
 
 
@@ -430,6 +543,85 @@ def music_directory(mpd_conf: str) -> str | None:
     except (files.FileFormatError, OSError):
         return None
     return value if value and value.startswith("/") else None
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who listens on a TCP port."""
+
+    pid: int | None  # None: held, by a process we cannot see (another user, no root)
+    name: str = ""
+    cmdline: str = ""
+
+    def __str__(self) -> str:
+        if self.pid is None:
+            return "a process this user cannot see"
+        return f"{self.name} (pid {self.pid}: {self.cmdline})"
+
+    @property
+    def ours(self) -> bool:
+        return ("pistop-mdns" in self.cmdline or "pistop_mdns" in self.cmdline) and " server" in self.cmdline
+
+
+def listening_inodes(text: str, port: int) -> set[int]:
+    """Socket inodes listening on TCP `port`, from the text of /proc/net/tcp or tcp6."""
+    inodes = set()
+    for line in text.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) < 10 or fields[3] != "0A" or ":" not in fields[1]:  # 0A: LISTEN
+            continue
+        try:
+            if int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(int(fields[9]))
+        except ValueError:
+            continue
+    return inodes
+
+
+def port_holder(port: int, proc: str = "/proc") -> Holder | None:
+    """The process listening on TCP `port` in this network namespace; None when the port is free."""
+    inodes: set[int] = set()
+    for table in ("net/tcp", "net/tcp6"):
+        try:
+            with open(os.path.join(proc, table)) as f:
+                inodes |= listening_inodes(f.read(), port)
+        except OSError:
+            continue
+    if not inodes:
+        return None
+    sockets = {f"socket:[{inode}]" for inode in inodes}
+    for entry in sorted((e for e in os.listdir(proc) if e.isdigit()), key=int):
+        fd_dir = os.path.join(proc, entry, "fd")
+        try:
+            links = [os.readlink(os.path.join(fd_dir, fd)) for fd in os.listdir(fd_dir)]
+        except OSError:
+            continue
+        if sockets.isdisjoint(links):
+            continue
+        try:
+            with open(os.path.join(proc, entry, "comm")) as f:
+                comm = f.read().strip()
+            with open(os.path.join(proc, entry, "cmdline"), "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode("utf-8", "replace").strip()
+        except OSError:
+            comm, cmdline = "?", ""
+        return Holder(int(entry), comm, cmdline)
+    return Holder(None)
+
+
+def descends_from(pid: int, ancestor: int, proc: str = "/proc") -> bool:
+    """Is `pid` the process `ancestor` or one it started (directly or not)?"""
+    for _ in range(64):
+        if pid == ancestor:
+            return True
+        try:
+            with open(os.path.join(proc, str(pid), "stat")) as f:
+                pid = int(f.read().rsplit(")", 1)[1].split()[1])  # the field after the state: the parent
+        except (OSError, ValueError, IndexError):
+            return False
+        if pid <= 1:
+            return False
+    return False
 
 
 # ---------------------------------------------------------------- doing
@@ -486,7 +678,8 @@ class Installer:
             return False
         if self.dry_run:
             self.echo(f"would write {path} (mode {f.mode:o}):")
-            self.echo("".join(f"    {line}\n" for line in f.text.splitlines()).rstrip("\n"))
+            shown = "(a new password, not shown)" if f.secret else f.text
+            self.echo("".join(f"    {line}\n" for line in shown.splitlines()).rstrip("\n"))
             return True
         os.makedirs(os.path.dirname(path), 0o755, exist_ok=True)
         files.atomic_write(path, f.text, backup_suffix=None)
@@ -519,7 +712,8 @@ class Installer:
         except (files.FileFormatError, OSError):
             return False
 
-    def install_systemd(self, role: str, wanted: list[File]) -> int:
+    def install_systemd(self, role: str, wanted: list[File], start: bool = True) -> int:
+        """Write and enable the units; `start` False leaves a new unit stopped."""
         unit = f"{name(role)}.service"
         existed = any(os.path.exists(self.at(f"{d}/{unit}")) for d in (UNIT_DIR, PACKAGED_UNIT_DIR))
         ours = [f for f in wanted if not self.packaged(f)]
@@ -537,14 +731,16 @@ class Installer:
             return 0
         if (changed or stale) and not self.command(commands.systemctl("daemon-reload")):
             return 1
-        if not self.command(commands.systemctl("enable", "--now", target)):
+        if not self.command(commands.systemctl("enable", "--now", target) if start else
+                            commands.systemctl("enable", target)):
             return 1
         if existed and changed and role != "update":
             # A running service keeps its old settings until restarted.
             if not self.command(commands.systemctl("try-restart", unit)):
                 return 1
-        log.info("%s: %s, enabled and started", target, "installed" if not existed else
-                 "updated" if changed or stale else "already installed and up to date")
+        log.info("%s: %s, enabled%s", target, "installed" if not existed else
+                 "updated" if changed or stale else "already installed and up to date",
+                 " and started" if start else "")
         return 0
 
     def remove_systemd(self, role: str) -> int:
@@ -563,8 +759,10 @@ class Installer:
             self.delete(path)
         if present and self.live and not self.command(commands.systemctl("daemon-reload")):
             return 1
-        if role == "rsync" and os.path.exists(self.at(RSYNC_CONF)):
-            log.info("kept %s (your configuration)", self.at(RSYNC_CONF))
+        if role == "rsync":
+            for kept in (RSYNC_CONF, RSYNC_SECRETS):
+                if os.path.exists(self.at(kept)):
+                    log.info("kept %s (your configuration)", self.at(kept))
         log.info("%s removed", target)
         return 0
 
@@ -574,7 +772,8 @@ class Installer:
         return self.runner.run(commands.svok(directory), timeout=10).ok
 
     def install_daemontools(self, role: str, service_dir: str, wanted: list[File],
-                            variables_from: str | None = None) -> int:
+                            variables_from: str | None = None, start: bool = True) -> int:
+        """Put the service in place; `start` False leaves a ./down file, so supervise keeps it down."""
         live_dir = self.at(service_dir)
         final = os.path.join(live_dir, name(role))
         hidden = os.path.join(live_dir, "." + name(role))
@@ -587,6 +786,8 @@ class Installer:
                         "watches /etc/service: use --service-dir /etc/service)", live_dir,
                         "would create" if self.dry_run else "creating")
         existed = os.path.isdir(final)
+        if not start:
+            wanted = [*wanted, File(f"{service_dir.rstrip('/')}/{name(role)}/down", "")]
         service_files = [f for f in wanted if f.path.startswith(service_dir.rstrip("/") + "/")]
         others = [f for f in wanted if f not in service_files]
         for f in others:
@@ -616,7 +817,7 @@ class Installer:
             self.write(File(hidden_prefix + f.path[len(prefix):], f.text, f.mode, f.keep))
         self.copy_variables(variables_from, hidden)
         os.rename(hidden, final)
-        log.info("installed %s: svscan starts it within 5 seconds", final)
+        log.info("installed %s: svscan starts %s within 5 seconds", final, "it" if start else "supervise in it")
         return 0
 
     def copy_variables(self, envdir: str | None, service: str) -> None:
@@ -635,39 +836,94 @@ class Installer:
                     log.info("copied %s to %s", src, dst)
 
     def remove_daemontools(self, role: str, service_dir: str) -> int:
-        live_dir = self.at(service_dir)
-        final = os.path.join(live_dir, name(role))
-        hidden = os.path.join(live_dir, "." + name(role))
+        return self.remove_service_dir(os.path.join(self.at(service_dir), name(role)))
+
+    def remove_service_dir(self, final: str) -> int:
+        """Stop a daemontools service and its log (svc -dx) and delete its directory.
+
+        Renamed to a dot name first: svscan ignores those, so it does not start
+        a new supervise for the service while it goes.
+        """
+        hidden = os.path.join(os.path.dirname(final), "." + os.path.basename(final))
         if not os.path.lexists(final) and not os.path.lexists(hidden):
             log.info("%s is not installed: nothing to remove", final)
             return 0
+        log_dir = os.path.join(hidden, "log")
+        has_log = os.path.isdir(os.path.join(final, "log")) or os.path.isdir(log_dir)
         if self.dry_run:
             for line in (f"would rename {final} to {hidden} (svscan stops watching it)",
-                         f"would run: svc -dx {hidden} {hidden}/log", f"would remove {hidden}"):
+                         f"would run: svc -dx {hidden}{f' {log_dir}' if has_log else ''}", f"would remove {hidden}"):
                 self.echo(line)
             return 0
         if os.path.lexists(final):
             os.rename(final, hidden)
-        log_dir = os.path.join(hidden, "log")
-        for directory in (hidden, log_dir):
-            self.command(commands.svc("-dx", directory))
+        directories = [hidden, log_dir] if has_log else [hidden]
+        for directory in directories:
+            if self.supervised(directory):
+                self.command(commands.svc("-dx", directory))
         deadline = time.monotonic() + SUPERVISE_EXIT_WAIT
-        while self.supervised(hidden) or self.supervised(log_dir):
+        while any(self.supervised(d) for d in directories):
             if time.monotonic() > deadline:
-                log.error("supervise still runs in %s after %g s; fix: `svc -dx %s %s`, then run --remove again",
-                          hidden, SUPERVISE_EXIT_WAIT, hidden, log_dir)
+                log.error("supervise still runs in %s after %g s; fix: `svc -dx %s`, then run this again",
+                          hidden, SUPERVISE_EXIT_WAIT, " ".join(directories))
                 return 1
             time.sleep(0.2)
         shutil.rmtree(hidden)
         log.info("removed %s", final)
         return 0
 
+    # ------------------------------------------------------------ starting, for --from-pistop
+
+    def svstat(self, directory: str) -> SvStatus:
+        result = self.runner.run(commands.svstat(directory), timeout=10)
+        return parse_svstat(result.out or result.err, directory)
+
+    def wait_supervised(self, directory: str, limit: float = SUPERVISE_START_WAIT) -> bool:
+        """svscan notices a new service directory within 5 seconds and starts supervise in it."""
+        deadline = time.monotonic() + limit
+        while not self.supervised(directory):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.2)
+        return True
+
+    def svc_until(self, directory: str, flag: str, down: bool, limit: float = SUPERVISE_EXIT_WAIT) -> bool:
+        if not self.command(commands.svc(flag, directory)):
+            return False
+        deadline = time.monotonic() + limit
+        while self.svstat(directory).up == down:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.2)
+        return True
+
+    def stays_up(self, directory: str, limit: float = START_WAIT) -> tuple[bool, str]:
+        """Up for RUNNING_FOR seconds with one pid: a service that crashes at start never is."""
+        deadline = time.monotonic() + limit
+        while True:
+            status = self.svstat(directory)
+            seconds = _UP_SECONDS.search(status.text)
+            if status.up and seconds and int(seconds.group(1)) >= RUNNING_FOR:
+                return True, status.text
+            if time.monotonic() > deadline:
+                return False, status.text
+            time.sleep(0.2)
+
+    def unit_stays_active(self, unit: str) -> tuple[bool, str]:
+        if not self.command(commands.systemctl("start", unit)):
+            return False, f"systemctl start {unit} failed"
+        time.sleep(RUNNING_FOR)  # Type=notify: started means ready; still active afterwards means it stays
+        active = self.runner.run(commands.systemctl_is_active(unit), timeout=10).ok
+        return active, "active" if active else "no longer active"
+
 
 # ---------------------------------------------------------------- the verb
 
 
 def run(cfg: Config, role: str, *, init: str | None, remove: bool, dry_run: bool, root: str,
-        config_path: str | None, envdir: str | None, echo: Callable[[str], None]) -> int:
+        config_path: str | None, envdir: str | None, echo: Callable[[str], None],
+        from_pistop: str | None = None) -> int:
+    """`from_pistop`: None, or the old service's directory ("" for the role's default)."""
     if os.geteuid() != 0 and not dry_run:
         log.error("install-service needs root: it writes system files and starts services; "
                   "fix: run it with sudo (or try --dry-run)")
@@ -680,33 +936,307 @@ def run(cfg: Config, role: str, *, init: str | None, remove: bool, dry_run: bool
     root = os.path.abspath(root)
     installer = Installer(Runner(cfg.general.timeout), root=root, live=root == "/", dry_run=dry_run, echo=echo)
     daemontools = init == "daemontools"
+    port_given = cfg.sources[("server", "port")] == "option --port"
+    if port_given and role != "server":
+        log.error("--port is the server's liveness channel port: boards find it in the server's record%s; "
+                  "fix: drop --port", ", and the rsync daemon's is --rsync-port" if role == "rsync" else "")
+        return 2
     if remove:
+        if from_pistop is not None:
+            log.error("--remove and --from-pistop: fix: give one of them")
+            return 2
         if daemontools:
             return installer.remove_daemontools(role, cfg.general.service_dir)
         return installer.remove_systemd(role)
+    old = None
+    if from_pistop is not None:
+        old = old_service(cfg, role, from_pistop, installer, envdir=envdir, daemontools=daemontools)
+        if old is None:
+            return 2
+        if not daemontools:
+            envdir = os.path.join(PISTOP_COPY_DIR, os.path.basename(old))
+    else:
+        refusal = conflict(cfg, role, installer)
+        if refusal:
+            log.error("%s", refusal)
+            return 2
     program = program_path()
     if program == PROGRAM and not os.path.exists(PROGRAM):
         log.warning("pistop-mdns is not on PATH: the service will run %s; install the package", PROGRAM)
     command = [program, *global_args(config_path, envdir, daemontools)]
-    conf = None
-    if role == "rsync":
-        music = music_directory(cfg.server.mpd_conf)
-        if music is None:
-            log.warning("no music_directory in %s: %s serves %s until you edit `path` there",
-                        cfg.server.mpd_conf, RSYNC_CONF, DEFAULT_MUSIC)
-        conf = rsyncd_conf(music or DEFAULT_MUSIC, cfg.server.rsync_port)
+    role_args = ["--port", str(cfg.server.port)] if port_given else []
+    rsync = rsync_setup(cfg, installer) if role == "rsync" else None
     interval = cfg.update.interval
     try:
         if daemontools:
-            wanted = daemontools_files(role, cfg.general.service_dir, command, interval=interval, rsync_conf=conf)
+            wanted = daemontools_files(role, cfg.general.service_dir, command, interval=interval, rsync=rsync,
+                                       role_args=role_args)
+        else:
+            wanted = systemd_files(role, command, interval=interval, rsync=rsync, role_args=role_args)
+        if old is not None:
+            status = Migration(installer, cfg, role, old, daemontools, echo).run(wanted)
+        elif daemontools:
             status = installer.install_daemontools(role, cfg.general.service_dir, wanted, variables_from=envdir)
         else:
-            status = installer.install_systemd(role, systemd_files(role, command, interval=interval,
-                                                                   rsync_conf=conf))
+            status = installer.install_systemd(role, wanted)
     except OSError as e:
         log.error("install-service %s: %s: %s; fix: check that %s is writable", role, e.filename or "",
                   e.strerror, root)
         return 1
-    if status == 0 and role == "rsync" and not cfg.server.advertise_rsync:
-        log.info("to have the server advertise it as _rsync._tcp, set advertise_rsync = true in [server]")
+    if status == 0 and role == "rsync":
+        if rsync is not None and rsync.writable:
+            log.info("music can be pushed to rsync://%s@%s/%s/ from the hosts in `hosts allow` of %s; its "
+                     "password follows \"%s:\" in %s", UPLOAD_USER, cfg.general.hostname or "this-host",
+                     UPLOAD_MODULE, installer.at(RSYNC_CONF), UPLOAD_USER, installer.at(RSYNC_SECRETS))
+        if not cfg.server.advertise_rsync:
+            log.info("to have the server advertise it as _rsync._tcp, set advertise_rsync = true in [server]")
     return status
+
+
+def old_service(cfg: Config, role: str, given: str, installer: Installer, *, envdir: str | None,
+                daemontools: bool) -> str | None:
+    """The old pistop service to move from, checked; None (and the reason logged) when it cannot be."""
+    old = os.path.abspath(given) if given else installer.at(pistop.default_dir(role, cfg.general.service_dir))
+    if envdir:
+        log.error("--envdir and --from-pistop both name pistop variables; fix: give only --from-pistop %s", old)
+        return None
+    if not os.path.isdir(old) or not (os.path.exists(os.path.join(old, "run"))
+                                      or os.path.isdir(os.path.join(old, "variables"))):
+        log.error("%s: no pistop service there (no run file, no variables/); fix: give --from-pistop the old "
+                  "service's directory, e.g. %s", old, pistop.default_dir(role))
+        return None
+    if not daemontools and not installer.live:
+        log.error("--from-pistop stops and starts services of the running system: under systemd it cannot be "
+                  "combined with --root; fix: run it on that system")
+        return None
+    try:
+        if role == "server":
+            from pistop_mdns import derive
+
+            derive.server(cfg)
+        elif role == "client":
+            from pistop_mdns import derive
+
+            derive.client(cfg)
+    except config.ConfigError as e:
+        log.error("%s; nothing was changed", e)
+        return None
+    return old
+
+
+def conflict(cfg: Config, role: str, installer: Installer) -> str | None:
+    """Why installing ROLE beside what runs here would fail or fight; None when nothing is in the way."""
+    old = installer.at(pistop.default_dir(role, cfg.general.service_dir))
+    old_runs = os.path.isdir(old) and installer.supervised(old)
+    move = f"`pistop-mdns install-service {role} --from-pistop`"
+    if role == "server" and (installer.live or old_runs):  # else another system's disk: its ports are not here
+        port = cfg.server.port
+        holder = port_holder(port)
+        if holder is None or holder.ours:
+            if old_runs:
+                log.warning("pistop's fserver still runs in %s: the boards that still run pistop use it; when "
+                            "every board runs pistop-mdns, move over with %s", old, move)
+            return None
+        status = installer.svstat(old) if old_runs else None
+        if status is not None and status.pid is not None and holder.pid is not None \
+                and descends_from(holder.pid, status.pid):
+            return (f"port {port} is held by pistop's fserver ({old}: {holder}); fix: move over with {move} "
+                    f"(it stops and removes fserver once the new server runs), or run beside it with --port N")
+        return f"port {port} is held by {holder}; fix: stop that program, or choose another port with --port N"
+    if role == "client" and old_runs:
+        return (f"pistop's fclient runs in {old}: both would mount the share and start and stop mpd; "
+                f"fix: move over with {move} (it stops and removes fclient once the new client runs)")
+    if old_runs:
+        log.warning("pistop's %s still runs in %s; to replace it, use %s", os.path.basename(old), old, move)
+    return None
+
+
+class Migration:
+    """`install-service ROLE --from-pistop`: the new service replaces pistop's, never leaving the host without one.
+
+    1. the new service is installed but not started (a ./down file; a unit
+       enabled but not started), with the old service's variables;
+    2. when the old service holds what the new one needs (fserver's
+       tcpserver on the server's port) it is stopped first (svc -d);
+    3. the new service is started and must stay up RUNNING_FOR seconds;
+       if it does not, it is stopped again, the old one is started again
+       (svc -u) and nothing is removed;
+    4. only then the old service and its log are stopped for good (svc -dx)
+       and its directory is removed.
+    """
+
+    def __init__(self, installer: Installer, cfg: Config, role: str, old: str, daemontools: bool,
+                 echo: Callable[[str], None]):
+        self.installer = installer
+        self.cfg = cfg
+        self.role = role
+        self.old = old
+        self.daemontools = daemontools
+        self.echo = echo
+        self.new = os.path.join(installer.at(cfg.general.service_dir), name(role)) if daemontools \
+            else enabled_unit(role)
+        self.done: list[str] = []
+
+    def run(self, wanted: list[File]) -> int:
+        i = self.installer
+        variables = pistop.read_variables(self.old)
+        used, unused, unknown = pistop.sort_variables(variables)
+        old_name = os.path.basename(self.old)
+        log.info("moving %s from pistop's %s", self.role, self.old)
+        if self.daemontools:
+            status = i.install_daemontools(self.role, self.cfg.general.service_dir, wanted, start=False)
+            target = os.path.join(self.new, "variables")
+        else:
+            target = i.at(os.path.join(PISTOP_COPY_DIR, old_name))
+            self.carry_over(variables, used, target)
+            status = i.install_systemd(self.role, wanted, start=False)
+        if status != 0:
+            return status
+        if self.daemontools:
+            self.carry_over(variables, used, target)
+        self.done.append(f"installed {self.new}{' (down until it is started)' if self.daemontools else ''}")
+        if used:
+            self.done.append(f"carried over {', '.join(used)} to {target}/")
+        for var in unused:
+            self.done.append(f"not used any more: {var}: {pistop.UNUSED[var]}")
+        if unknown:
+            self.done.append(f"left behind (not pistop's, or unknown): {', '.join(unknown)}")
+        if i.dry_run:
+            for line in (f"would start {self.new} and wait until it runs for {RUNNING_FOR} seconds",
+                         f"then stop and remove pistop's {self.old} (svc -dx, then the directory)"):
+                self.echo(line)
+            return 0
+        old_up = i.supervised(self.old) and i.svstat(self.old).up
+        if self.daemontools and not i.wait_supervised(self.new):
+            log.error("no supervise started in %s within %g s: svscan does not watch %s; fix: start svscan "
+                      "there (or give --service-dir); pistop's %s was left as it is", self.new,
+                      SUPERVISE_START_WAIT, os.path.dirname(self.new), old_name)
+            return 1
+        stopped_first = old_up and self.holds_port()
+        if stopped_first:
+            log.info("pistop's %s holds port %d: stopping it first", old_name, self.cfg.server.port)
+            if not i.svc_until(self.old, "-d", down=True):
+                log.error("pistop's %s did not stop; the new %s was not started; fix: `svc -d %s`, then run "
+                          "this again", old_name, self.role, self.old)
+                return 1
+            self.done.append(f"stopped pistop's {old_name} first: it held port {self.cfg.server.port}")
+        runs, how = self.start()
+        if not runs:
+            self.roll_back(stopped_first)
+            log.error("the new %s did not stay up (%s): it is stopped again%s and pistop's %s %s; fix: see %s, "
+                      "then run this again", self.role, how, "" if not self.daemontools else " (./down)",
+                      old_name, "runs again" if stopped_first else "was left as it is",
+                      f"{self.new}/log/main/current" if self.daemontools else f"journalctl -u {self.new}")
+            return 1
+        self.done.append(f"{self.new} runs: {how}")
+        if old_up and not stopped_first and not i.svc_until(self.old, "-d", down=True):
+            log.warning("pistop's %s did not report down; removing it anyway", old_name)
+        if i.remove_service_dir(self.old) != 0:
+            return 1
+        self.done.append(f"stopped pistop's {old_name} and its log (svc -dx) and removed {self.old}")
+        logs = i.at(os.path.join("/var/log/svc", old_name))
+        if os.path.isdir(logs):
+            self.done.append(f"left alone: {logs} (pistop's logs)")
+        self.echo(f"moved {self.role} from pistop's {self.old}:")
+        for line in self.done:
+            self.echo(f"  {line}")
+        return 0
+
+    def carry_over(self, variables: dict[str, bytes], used: list[str], target: str) -> None:
+        """The variables pistop-mdns reads, into the new service's envdir."""
+        if self.installer.dry_run:
+            self.echo(f"would copy {', '.join(used) or 'no variables'} from {pistop.variables_dir(self.old)} "
+                      f"to {target}/")
+            return
+        os.makedirs(target, 0o755, exist_ok=True)
+        for var in used:
+            content, note = pistop.carried_over(var, variables[var])
+            path = os.path.join(target, var)
+            with open(path + ".new", "wb") as f:
+                f.write(content)
+            os.replace(path + ".new", path)
+            if note:
+                self.done.append(note)
+
+    def holds_port(self) -> bool:
+        if self.role != "server":
+            return False
+        holder = port_holder(self.cfg.server.port)
+        status = self.installer.svstat(self.old)
+        return holder is not None and holder.pid is not None and status.pid is not None \
+            and descends_from(holder.pid, status.pid)
+
+    def start(self) -> tuple[bool, str]:
+        i = self.installer
+        if not self.daemontools:
+            return i.unit_stays_active(self.new)
+        os.unlink(os.path.join(self.new, "down"))  # from now on it starts with svscan, at boot too
+        if not i.command(commands.svc("-u", self.new)):
+            return False, f"svc -u {self.new} failed"
+        return i.stays_up(self.new)
+
+    def roll_back(self, restart_old: bool) -> None:
+        i = self.installer
+        if self.daemontools:
+            with open(os.path.join(self.new, "down"), "w"):
+                pass
+            # A service that crashes at start may be restarted once more before -d is read.
+            if not i.svc_until(self.new, "-d", down=True):
+                log.warning("%s does not report down; fix: `svc -d %s`", self.new, self.new)
+        else:
+            i.command(commands.systemctl("disable", "--now", self.new))
+        if restart_old:
+            i.svc_until(self.old, "-u", down=False)
+
+
+def music_owner(music: str, mpd_conf: str) -> tuple[str, str]:
+    """User and group the upload module writes as: the music directory's owner, else mpd's user."""
+    try:
+        st = os.stat(music)
+        return pwd.getpwuid(st.st_uid).pw_name, grp.getgrgid(st.st_gid).gr_name
+    except (OSError, KeyError):
+        pass
+    try:
+        user = files.mpd_conf_value(files.read_text(mpd_conf), "user")
+        if user:
+            return user, grp.getgrgid(pwd.getpwnam(user).pw_gid).gr_name
+    except (files.FileFormatError, OSError, KeyError):
+        pass
+    return "nobody", "nogroup"
+
+
+def own_subnets(cfg: Config) -> tuple[str, ...]:
+    """The networks of this host's addresses (interfaces as configured), for `hosts allow`."""
+    from pistop_mdns import mdns
+
+    found = mdns.local_interfaces(cfg.general.interfaces, cfg.general.ip_version == "all")
+    return tuple(dict.fromkeys(i.network for i in found))
+
+
+def rsync_setup(cfg: Config, installer: Installer) -> RsyncSetup:
+    music = music_directory(cfg.server.mpd_conf)
+    if music is None:
+        log.warning("no music_directory in %s: %s serves %s until you edit `path` there",
+                    cfg.server.mpd_conf, RSYNC_CONF, DEFAULT_MUSIC)
+        music = DEFAULT_MUSIC
+    owner, group = music_owner(music, cfg.server.mpd_conf)
+    subnets = own_subnets(cfg)
+    if not subnets:
+        log.warning("no network address on this host: uploads are allowed from 127.0.0.1 only; fix: edit "
+                    "`hosts allow` in %s", RSYNC_CONF)
+        subnets = ("127.0.0.1",)
+    if owner == "root":
+        log.warning("%s belongs to root: uploads are written as root; better: chown -R it to mpd's user", music)
+    conf = rsyncd_conf(music, cfg.server.rsync_port, owner=owner, group=group, subnets=subnets)
+    try:
+        in_place = files.read_text(installer.at(RSYNC_CONF))  # kept: the user's file decides
+    except (files.FileFormatError, OSError):
+        in_place = conf
+    writable = writable_modules(in_place)
+    if in_place != conf and not writable:
+        log.info("%s has no writable module (written by an older version?): to push music, add the [%s] "
+                 "module of `pistop-mdns install-service rsync --dry-run --root /tmp/x`, or remove the file "
+                 "and run this again", installer.at(RSYNC_CONF), UPLOAD_MODULE)
+    return RsyncSetup(conf, password=secrets.token_urlsafe(18),
+                      writable=tuple(dict.fromkeys(path for path, _ in writable.values())),
+                      as_root=any(uid in ("root", "0") for _, uid in writable.values()))

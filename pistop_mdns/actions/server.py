@@ -19,7 +19,7 @@ import sys
 import time
 
 from pistop_mdns import SERVICE_TYPE, __version__, auth, channel, commands, mdns, statefile, txt
-from pistop_mdns.config import Config
+from pistop_mdns.config import SOURCE_DEFAULT, Config
 from pistop_mdns.executor import Runner
 from pistop_mdns.model import STATE_POWEROFF, STATE_RESTART, STATE_STOPPING, STATE_UP
 from pistop_mdns.services import SYSTEMD_MARKER
@@ -84,6 +84,19 @@ def detect_stop_reason(runner: Runner) -> str:
     jobs = runner.run(commands.systemctl_list_jobs(), timeout=2)
     running = runner.run(commands.systemctl_is_system_running(), timeout=2)
     return stop_reason_from(parse_jobs(jobs.out if jobs.ok else ""), running.out.strip(), own_unit())
+
+
+def backup_at_start(cfg: Config) -> tuple[bool, str | None]:
+    """Back up at start when [backup] paths are set, as pistop's fserver did, unless
+    backup_at_start = false; and what to warn about when it was asked for with nothing to copy."""
+    if not cfg.server.backup_at_start:
+        return False, None
+    if cfg.backup.paths:
+        return True, None
+    source = cfg.sources[("server", "backup_at_start")]
+    if source == SOURCE_DEFAULT:
+        return False, None
+    return False, f"backup_at_start is true ({source}) but [backup] paths is empty: nothing to back up"
 
 
 def ad_fields(cfg: Config, state: str, boot: str) -> dict[str, str]:
@@ -194,9 +207,13 @@ class Server:
             if s.advertise_rsync:
                 await self.advertiser.register("_rsync._tcp.local.", s.instance, s.rsync_port, {})
             self._write_state()
-            if s.backup_at_start:
-                asyncio.ensure_future(self._backup())
             statefile.sd_notify("READY=1\nSTATUS=advertising " + self.name)
+            backup, why_not = backup_at_start(self.cfg)
+            if backup:
+                asyncio.ensure_future(self._backup())
+            elif why_not:
+                log.warning("%s: %s", self.cfg.general.hostname, why_not)
+            await self._notify("PowerOn")
             await self._watch(addrs)
             await self._announce(await self._final_reason())
         finally:
@@ -225,6 +242,16 @@ class Server:
         Asking systemctl may take seconds; the event loop (heartbeats) goes on meanwhile."""
         return self.listener.notice or await asyncio.to_thread(self._stop_reason)
 
+    async def _notify(self, message: str) -> None:
+        """pistop's fserver told the LCD and the desktop "PowerOn"; a notifier never delays us for long."""
+        from pistop_mdns.notify import Notifier
+
+        try:
+            said = await asyncio.to_thread(Notifier(self.cfg).send, message)
+            log.info("%s: %s", self.cfg.general.hostname, said)
+        except Exception as e:  # a notification is a courtesy, never a reason to stop
+            log.warning("%s: notifying %s failed: %s", self.cfg.general.hostname, message, e)
+
     def _stop_reason(self) -> str:
         configured = self.cfg.server.stop_reason
         return detect_stop_reason(self.runner) if configured == "auto" else configured
@@ -240,6 +267,8 @@ class Server:
         if self.name:  # else the registration is still under way: see run()
             await self.advertiser.update(self.name, self._properties())
         self._write_state()
+        if reason == STATE_POWEROFF:
+            await self._notify("PowerOff")
 
     async def _watch(self, addrs: list[str]) -> None:
         # With a key the TXT carries a timestamp clients check; refresh it well

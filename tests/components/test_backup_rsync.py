@@ -7,6 +7,8 @@ may only act inside each path's own destination.
 from __future__ import annotations
 
 import os
+import re
+import stat
 import subprocess
 import tempfile
 from pathlib import Path
@@ -172,6 +174,77 @@ def test_the_example_rsyncd_conf_serves_the_music_read_only(make_lan):
         put = kitchen.run(["rsync", str(top / "upload.flac"), url], timeout=20)
         assert put.returncode != 0 and "read only" in (put.stderr + put.stdout)
         assert not (music / "upload.flac").exists()
+        assert daemon.poll() is None
+    finally:
+        subprocess.run(["rm", "-rf", str(top)], timeout=30)
+
+
+def test_install_service_rsync_takes_music_pushed_with_the_password_from_its_own_subnet_only(make_lan):
+    """install-service rsync in the server's LAN host, then a real daemon with what it wrote: the upload
+    module writes as the music directory's owner, for the password, from 198.18.0.0/24 and nowhere else."""
+    need_root()
+    need("rsync", "systemctl")
+    lan = make_lan(["musicpi", "kitchen"])
+    server, kitchen = lan["musicpi"], lan["kitchen"]
+    top = Path(tempfile.mkdtemp(prefix="pm-rsync-up-"))
+    try:
+        top.chmod(0o755)
+        music = top / "music"
+        music.mkdir()
+        os.chown(music, 65534, 65534)  # mpd's user on a real server; nobody here
+        mpd_conf = top / "mpd.conf"
+        mpd_conf.write_text(f'music_directory "{music}"\n')
+        root = top / "root"
+        proc = server.run(pm_argv("install-service", "rsync", "--init", "systemd", "--root", str(root),
+                                  "--mpd-conf", str(mpd_conf)), env=ENV, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        secrets = root / "etc/pistop-mdns/rsyncd.secrets"
+        assert stat.S_IMODE(secrets.stat().st_mode) == 0o600
+        user, password = secrets.read_text().strip().split(":", 1)
+        assert user == "music" and len(password) >= 20
+        conf_text = (root / "etc/pistop-mdns/rsyncd.conf").read_text()
+        assert "\thosts allow = 198.18.0.0/24\n" in conf_text
+        assert "\tuid = nobody\n" in conf_text
+        dropin = root / "etc/systemd/system/pistop-mdns-rsync.service.d/upload.conf"
+        assert f"ReadWritePaths=-{music}\n" in dropin.read_text()
+        assert "music can be pushed to rsync://music@musicpi/music-upload/" in proc.stderr
+        conf = top / "rsyncd.conf"
+        conf.write_text(conf_text.replace(install_service.RSYNC_SECRETS, str(secrets)))
+        server.run(["mkdir", "-p", install_service.RSYNC_RUN_DIR], check=True)
+        daemon = server.spawn(["rsync", "--daemon", "--no-detach", f"--config={conf}", "--log-file=/dev/stdout"])
+        album = top / "Album"
+        album.mkdir()
+        (album / "track.flac").write_bytes(b"fLaC-new")
+        pw = top / "music.pw"
+        pw.write_text(password + "\n")
+        pw.chmod(0o600)
+        bad_pw = top / "bad.pw"
+        bad_pw.write_text("guess\n")
+        bad_pw.chmod(0o600)
+
+        def push(host, address: str, password_file: Path, *extra: str) -> subprocess.CompletedProcess:
+            return host.run(["rsync", "-rtv", *extra, f"--password-file={password_file}", f"{album}/",
+                             f"rsync://music@{address}/music-upload/Album/"], timeout=30)
+
+        ok = wait_for(lambda: (r := push(kitchen, server.address, pw)).returncode == 0 and r, 20, interval=0.2,
+                      what="the upload to succeed")
+        assert "track.flac" in ok.stdout
+        copied = music / "Album" / "track.flac"
+        assert copied.read_bytes() == b"fLaC-new" and copied.stat().st_uid == 65534
+        wrong = push(kitchen, server.address, bad_pw)
+        assert wrong.returncode != 0 and "auth failed on module music-upload" in wrong.stderr
+        # The server's own loopback is not one of its LAN subnets: refused before any password (rsync 3.5
+        # even hides the module from such a host; older versions say "access denied").
+        (album / "second.flac").write_bytes(b"fLaC-2")
+        local = push(server, "127.0.0.1", pw)
+        assert local.returncode != 0
+        assert re.search(r"Unknown module 'music-upload'|access denied to music-upload", local.stderr), local.stderr
+        assert not (music / "Album" / "second.flac").exists()
+        delete = push(kitchen, server.address, pw, "--delete")
+        assert delete.returncode != 0 and "delete" in delete.stderr
+        assert copied.exists()
+        readonly = kitchen.run(["rsync", "-r", f"{album}/", f"rsync://{server.address}/music/Album2/"], timeout=30)
+        assert readonly.returncode != 0 and "read only" in (readonly.stderr + readonly.stdout)
         assert daemon.poll() is None
     finally:
         subprocess.run(["rm", "-rf", str(top)], timeout=30)

@@ -18,6 +18,7 @@ def server_config(tmp_path, key: str = "") -> str:
     path.write_text(f"""
 [general]
 state_dir = "{tmp_path}/state-musicpi"
+service_manager = "none"
 {f'key_file = "{key}"' if key else ""}
 [server]
 export = "/srv/music"

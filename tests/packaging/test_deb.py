@@ -99,6 +99,9 @@ def test_the_package_holds_the_command_man_page_completion_units_and_conffile(bu
     paths = {line.split()[5].lstrip(".") for line in listing.splitlines()}
     expected = {"/usr/bin/pistop-mdns", "/usr/share/man/man1/pistop-mdns.1.gz", COMPLETION, CONFFILE,
                 "/usr/share/doc/pistop-mdns/copyright", "/usr/share/doc/pistop-mdns/examples/rsyncd.conf",
+                *(f"/usr/share/doc/pistop-mdns/examples/{example}" for example in (
+                    "server/etc/exports", "server/etc/mpd.conf", "client/etc/mpd.conf",
+                    "client/etc/auto.master.d/mpd.autofs", "client/etc/autofs.mounts")),
                 *(f"/lib/systemd/system/{unit}" for unit in UNITS)}
     assert expected <= paths, f"missing from the .deb: {sorted(expected - paths)}"
     conffiles = run(["dpkg-deb", "--info", str(built["deb"]), "conffiles"], timeout=60).stdout.split()

@@ -93,16 +93,70 @@ def test_another_interval_comes_as_a_drop_in_that_resets_and_restates_the_schedu
 
 
 def test_rsync_unit_runs_the_daemon_in_the_foreground_with_its_own_config():
-    unit_file, conf = svc.systemd_files("rsync", ["/usr/bin/pistop-mdns"], rsync_conf="x")
+    unit_file, conf = svc.systemd_files("rsync", ["/usr/bin/pistop-mdns"], rsync=svc.RsyncSetup("x"))
     assert unit(unit_file.text)["Service"]["ExecStart"] == (
         "/usr/bin/rsync --daemon --no-detach --config=/etc/pistop-mdns/rsyncd.conf")
     assert conf == svc.File("/etc/pistop-mdns/rsyncd.conf", "x", keep=True)
 
 
-def test_rsyncd_conf_serves_the_music_read_only():
-    conf = unit("[global]\n" + svc.rsyncd_conf("/srv/My Music", 8873).replace("\t", ""))
+def test_rsyncd_conf_serves_the_music_read_only_and_takes_uploads_with_a_password_from_own_subnets():
+    text = svc.rsyncd_conf("/srv/My Music", 8873, owner="pi", group="audio",
+                           subnets=("192.168.2.0/24", "2001:db8::/64"))
+    conf = unit("[global]\n" + text.replace("\t", ""))
     assert conf["global"]["port"] == "8873" and conf["global"]["uid"] == "nobody"
     assert conf["music"]["path"] == "/srv/My Music" and conf["music"]["read only"] == "yes"
+    upload = conf["music-upload"]
+    assert upload["path"] == "/srv/My Music" and upload["read only"] == "no" and upload["list"] == "no"
+    assert (upload["uid"], upload["gid"]) == ("pi", "audio")
+    assert upload["auth users"] == "music" and upload["secrets file"] == "/etc/pistop-mdns/rsyncd.secrets"
+    assert upload["hosts allow"] == "192.168.2.0/24 2001:db8::/64"
+    assert upload["refuse options"] == "delete"
+    assert svc.writable_modules(text) == {"music-upload": ("/srv/My Music", "pi")}
+
+
+def test_writable_modules_follow_rsyncs_defaults_and_the_global_section():
+    text = ("uid = root\nread only = false\n[a]\npath = /a\n[b]\npath = /b\nread only = yes\n"
+            "[global]\n[c]\n  Read   Only = 0\n path = /c\n uid = pi\n[d]\n")
+    assert svc.writable_modules(text) == {"a": ("/a", "root"), "c": ("/c", "pi")}
+    assert svc.writable_modules("[m]\npath = /m\n") == {}
+
+
+def test_the_upload_password_is_private_kept_and_the_drop_in_makes_the_music_writable():
+    setup = svc.RsyncSetup("conf", password="s3cret", writable=("/srv/My Music",))
+    files = svc.systemd_files("rsync", ["/usr/bin/pistop-mdns"], rsync=setup)
+    by_path = {f.path: f for f in files}
+    secrets = by_path["/etc/pistop-mdns/rsyncd.secrets"]
+    assert (secrets.text, secrets.mode, secrets.keep, secrets.secret) == ("music:s3cret\n", 0o600, True, True)
+    dropin = unit(by_path["/etc/systemd/system/pistop-mdns-rsync.service.d/upload.conf"].text)
+    assert dropin["Service"]["ReadWritePaths"] == '-"/srv/My Music"'
+    assert "CapabilityBoundingSet" not in dropin["Service"]
+    as_root = svc.rsync_dropin(["/srv/music"], as_root=True)
+    assert unit(as_root)["Service"]["CapabilityBoundingSet"] == "CAP_CHOWN CAP_FOWNER"
+    # daemontools runs the daemon without a sandbox: no drop-in there.
+    assert "/etc/systemd/system/pistop-mdns-rsync.service.d/upload.conf" not in [
+        f.path for f in svc.daemontools_files("rsync", "/service", [], rsync=setup)]
+
+
+def test_dry_run_never_shows_the_password(tmp_path):
+    shown: list[str] = []
+    inst = svc.Installer(RecordingRunner(), root=str(tmp_path), dry_run=True, echo=shown.append)
+    inst.install_systemd("rsync", svc.systemd_files("rsync", [], rsync=svc.RsyncSetup("conf", password="s3cret")))
+    assert "s3cret" not in "\n".join(shown) and "(a new password, not shown)" in "\n".join(shown)
+    assert not (tmp_path / "etc").exists()
+
+
+def test_the_music_directorys_owner_writes_the_uploads_else_mpds_user(tmp_path):
+    import grp
+    import pwd
+
+    music = tmp_path / "music"
+    music.mkdir()
+    os.chown(music, 65534, 65534)
+    assert svc.music_owner(str(music), "/nonexistent") == (pwd.getpwuid(65534).pw_name, grp.getgrgid(65534).gr_name)
+    mpd_conf = tmp_path / "mpd.conf"
+    mpd_conf.write_text('user "root"\n')
+    assert svc.music_owner(str(tmp_path / "missing"), str(mpd_conf)) == ("root", grp.getgrgid(0).gr_name)
+    assert svc.music_owner(str(tmp_path / "missing"), "/nonexistent") == ("nobody", "nogroup")
 
 
 def test_exec_start_words_are_quoted_and_escaped_for_systemd():
@@ -213,18 +267,26 @@ def test_remove_disables_now_deletes_what_it_wrote_and_reloads(tmp_path):
 
 def test_remove_keeps_the_rsync_configuration(tmp_path):
     inst = installer(tmp_path, RecordingRunner())
-    inst.install_systemd("rsync", svc.systemd_files("rsync", [], rsync_conf="mine"))
+    inst.install_systemd("rsync", svc.systemd_files("rsync", [], rsync=svc.RsyncSetup(
+        "mine", password="pw", writable=("/srv/music",))))
+    secrets = tmp_path / "etc/pistop-mdns/rsyncd.secrets"
+    assert secrets.read_text() == "music:pw\n" and (secrets.stat().st_mode & 0o777) == 0o600
     assert inst.remove_systemd("rsync") == 0
     assert (tmp_path / "etc/pistop-mdns/rsyncd.conf").read_text() == "mine"
+    assert secrets.read_text() == "music:pw\n"
     assert not (tmp_path / "etc/systemd/system/pistop-mdns-rsync.service").exists()
+    assert not (tmp_path / "etc/systemd/system/pistop-mdns-rsync.service.d").exists()
 
 
 def test_an_existing_rsync_configuration_is_never_replaced(tmp_path):
     conf = tmp_path / "etc/pistop-mdns/rsyncd.conf"
     conf.parent.mkdir(parents=True)
     conf.write_text("edited by hand")
-    installer(tmp_path, RecordingRunner()).install_systemd("rsync", svc.systemd_files("rsync", [], rsync_conf="new"))
-    assert conf.read_text() == "edited by hand"
+    secrets = tmp_path / "etc/pistop-mdns/rsyncd.secrets"
+    secrets.write_text("music:old\n")
+    installer(tmp_path, RecordingRunner()).install_systemd("rsync", svc.systemd_files("rsync", [], rsync=svc.RsyncSetup(
+        "new", password="new")))
+    assert conf.read_text() == "edited by hand" and secrets.read_text() == "music:old\n"
 
 
 def test_remove_of_what_is_not_installed_is_a_no_op(tmp_path):
