@@ -40,7 +40,7 @@ from typing import Callable
 from pistop_mdns import auth, channel, commands, mdns
 from pistop_mdns.config import Config, ConfigError
 from pistop_mdns.executor import Runner
-from pistop_mdns.model import STATE_POWEROFF, STATE_STOPPING
+from pistop_mdns.model import STATE_POWEROFF, STATE_STOPPING, STATE_UP
 from pistop_mdns.services import SYSTEMD_MARKER, parse_svstat
 
 log = logging.getLogger(__name__)
@@ -367,7 +367,12 @@ def run_local(cfg: Config, args: list[str], runner: Runner | None = None, *,
     note = power_note(cfg, args, found)
     if note:
         log.warning("%s: shutdown: %s", host, note)
-    failed = carry_out(plan(cfg, args, found), runner, host, sleep=sleep)
+    steps = plan(cfg, args, found)
+    failed = carry_out(steps, runner, host, sleep=sleep)
+    if reason is not None and steps[-1].what in failed:
+        # The host stays on after all: the server must not say "poweroff" forever.
+        log.warning("%s: shutdown: the host did not go down; telling the server it is up again", host)
+        asyncio.run(announce(cfg.general.state_dir, STATE_UP, 0))
     return 0 if not failed else 1
 
 

@@ -272,3 +272,19 @@ def test_keygen_writes_a_private_key_once(tmp_path, capsys):
     assert open(path).read().strip() == text
     assert keygen.run(path, force=True) == 0
     assert open(path).read().strip() != text
+
+
+@pytest.mark.parametrize("rc, told", [(1, ["poweroff", "up"]), (0, ["poweroff"])])
+def test_a_power_off_that_fails_tells_the_server_it_is_up_again(monkeypatch, rc, told):
+    said = []
+
+    async def announce(state_dir, reason, wait):
+        said.append(reason)
+        return {"t": "result", "ok": True, "told": []}
+
+    monkeypatch.setattr(shutdown, "announce", announce)
+    monkeypatch.setattr(shutdown, "survey", lambda *a, **kw: Found())
+    c = cfg(shutdown__command="/usr/local/bin/off", general__service_manager="none")
+    runner = Recorder({("/usr/local/bin/off",): [Result((), rc, err="refused")]})
+    assert shutdown.run_local(c, [], runner) == (1 if rc else 0)
+    assert said == told
