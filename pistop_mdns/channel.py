@@ -6,7 +6,8 @@ time), the reason a server stops (poweroff / restart / stopping) before it
 withdraws its record, the clients' own state (the server knows who is still
 up), and remote commands. Protocol 1, one JSON object per line:
 
-    server: {"t": "hello", "proto": 1, "server": NAME, "boot": B, "nonce": N1, "hb": 2.0}
+    server: {"t": "hello", "proto": 1, "server": NAME, "boot": B, "nonce": N1, "hb": 2.0,
+             "record": {TXT key: value, ...}}
     client: {"t": "hello", "proto": 1, "client": NAME, "nonce": N2, "mac": M}
     server: {"t": "welcome", "mac": M}                 (or "error", then close)
     both:   {"t": "hb", "seq": S, "mac": M}            every heartbeat
@@ -25,6 +26,10 @@ session, twice in one, or reflected back to its sender.
 Without a key the "mac" fields are absent and anyone on the LAN could speak
 for a server; the client says so once in its log.
 
+The hello carries the server's TXT record (signed, with a key), so a board
+that reaches a server directly (`static_servers`, where multicast is
+filtered) needs no mDNS at all.
+
 Everything a peer sends is checked here (types, lengths, characters) before
 anything acts on it; a connection that sends anything else is closed, logged
 in one line, and (on the client) dialled again after a back-off.
@@ -38,6 +43,7 @@ import json
 import logging
 import re
 import secrets
+import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
@@ -51,6 +57,9 @@ MAX_LINE = 4096
 HANDSHAKE_TIMEOUT = 5.0
 CONNECT_TIMEOUT = 3.0
 MAX_PENDING = 16  # connections still in their handshake, per listener
+MAX_RECORD = 1300  # bytes of TXT in a hello, as in an mDNS packet
+RESOLVE_TIMEOUT = 5.0
+RESOLVE_BACKOFF_MAX = 30.0
 BACKOFF_FIRST = 0.5
 BACKOFF_MAX = 8.0
 
@@ -187,6 +196,18 @@ class ServerHello:
     name: str
     boot: str
     heartbeat: float
+    record: dict[str, str] | None = None  # the server's TXT, checked in txt.py like any other
+
+
+def _record(hello: dict[str, Any]) -> dict[str, str] | None:
+    record = hello.get("record")
+    if record is None:
+        return None
+    if not isinstance(record, dict) or len(record) > 32 \
+            or not all(isinstance(k, str) and isinstance(v, str) for k, v in record.items()) \
+            or sum(len(k) + len(v) + 2 for k, v in record.items()) > MAX_RECORD:
+        raise ChannelError("hello with a bad record")
+    return record
 
 
 async def client_handshake(reader, writer, *, name: str, key: bytes | None, peer: str,
@@ -202,6 +223,7 @@ async def client_handshake(reader, writer, *, name: str, key: bytes | None, peer
     server = _field(hello, "server", _NAME, "server name")
     boot = _field(hello, "boot", _BOOT, "boot id") if "boot" in hello else ""
     heartbeat = _number(hello, "hb", 0.05, 60.0, 2.0)
+    record = _record(hello)
     nonce = _nonce()
     msg: dict[str, Any] = {"t": "hello", "proto": PROTOCOL, "client": name, "nonce": nonce}
     if key is not None:
@@ -220,7 +242,7 @@ async def client_handshake(reader, writer, *, name: str, key: bytes | None, peer
                            plain_address(address)):
             raise ChannelError(f"{peer} failed authentication (another key, or not the server it claims to be)")
         session.session_key = _session_key(key, server_nonce, nonce)
-    return session, ServerHello(server, boot, heartbeat)
+    return session, ServerHello(server, boot, heartbeat, record)
 
 
 async def connect(address: str, port: int, *, name: str, key: bytes | None) -> tuple[Session, ServerHello]:
@@ -254,10 +276,16 @@ async def send_command(address: str, port: int, *, name: str, key: bytes | None,
 
 
 class _Link:
-    """The connection to one server, kept up with back-off by its own task."""
+    """The connection to one server, kept up with back-off by its own task.
 
-    def __init__(self, address: str, port: int):
-        self.address, self.port = address, port
+    A static link is dialled at a configured host and port, without mDNS; the
+    server's name is learnt from its hello.
+    """
+
+    def __init__(self, address: str, port: int, static: bool = False):
+        self.address, self.port, self.static = address, port, static
+        self.server: str | None = None  # a static link's server, once it said hello
+        self.reached = address  # the address a static link's host name led to
         self.session: Session | None = None
         self.task: asyncio.Task | None = None
         self.wake = asyncio.Event()
@@ -267,22 +295,33 @@ class Follower:
     """Keeps the client's channels to the servers it follows, reconnecting with back-off.
 
     Calls `on_up(name, address, boot)`, `on_heartbeat(name)`, `on_lost(name)`
-    and `on_notice(name, reason, authenticated)` in the event loop.
+    and `on_notice(name, reason, authenticated)` in the event loop; for a
+    static link also `on_hello(name, address, port, hello, host)` before `on_up`
+    (`host`: the name or address it was dialled as).
     """
 
     def __init__(self, name: str, key: bytes | None, heartbeat: float,
                  on_up: Callable[[str, str, str], None], on_heartbeat: Callable[[str], None],
-                 on_lost: Callable[[str], None], on_notice: Callable[[str, str, bool], None]):
+                 on_lost: Callable[[str], None], on_notice: Callable[[str, str, bool], None],
+                 on_hello: Callable[[str, str, int, ServerHello, str], None] | None = None):
         self.name = name
         self.key = key
         self.heartbeat = heartbeat
         self.on_up, self.on_heartbeat, self.on_lost, self.on_notice = on_up, on_heartbeat, on_lost, on_notice
+        self.on_hello = on_hello or (lambda *args: None)
         self._links: dict[str, _Link] = {}
+        self._static: dict[tuple[str, int], _Link] = {}
         self._state = "down"
         self._warned: set[str] = set()
 
     def follow(self, targets: dict[str, tuple[str, int]]) -> None:
-        """Be connected to exactly these servers: name -> (address, port)."""
+        """Be connected to exactly these servers: name -> (address, port).
+
+        A server a static link already reaches at that address needs no second link.
+        """
+        reached = {(link.server, link.reached, link.port) for link in self._static.values()
+                   if link.session is not None}
+        targets = {n: t for n, t in targets.items() if (n, *t) not in reached}
         for server, link in list(self._links.items()):
             if targets.get(server) != (link.address, link.port):
                 assert link.task is not None
@@ -294,31 +333,53 @@ class Follower:
                 link.task = asyncio.ensure_future(self._run(server, link))
                 self._links[server] = link
 
+    def follow_static(self, endpoints: list[tuple[str, int]]) -> None:
+        """Keep a link to each (host, port), found without mDNS."""
+        for endpoint, link in list(self._static.items()):
+            if endpoint not in endpoints:
+                assert link.task is not None
+                link.task.cancel()
+                del self._static[endpoint]
+        for host, port in endpoints:
+            if (host, port) not in self._static:
+                link = _Link(host, port, static=True)
+                link.task = asyncio.ensure_future(self._run_static(link))
+                self._static[(host, port)] = link
+
     def nudge(self, server: str) -> None:
         """Try `server` again now instead of at the end of its back-off (its record came back)."""
+        for link in self._all():
+            if link.server == server or self._links.get(server) is link:
+                link.wake.set()
+
+    def _all(self) -> list[_Link]:
+        return [*self._links.values(), *self._static.values()]
+
+    def _session_to(self, server: str) -> Session | None:
         link = self._links.get(server)
-        if link is not None:
-            link.wake.set()
+        if link is not None and link.session is not None:
+            return link.session
+        return next((li.session for li in self._static.values() if li.server == server and li.session), None)
 
     def connected(self, server: str) -> bool:
-        link = self._links.get(server)
-        return link is not None and link.session is not None
+        return self._session_to(server) is not None
 
     async def report(self, server: str, state: str) -> bool:
         """Tell `server` this client's state; False when no channel to it is up."""
         self._state = state
-        link = self._links.get(server)
-        if link is None or link.session is None:
+        session = self._session_to(server)
+        if session is None:
             return False
         try:
-            await link.session.send({"t": "state", "state": state})
+            await session.send({"t": "state", "state": state})
             return True
         except (OSError, ChannelError):
             return False
 
     async def close(self) -> None:
-        links = list(self._links.values())
+        links = self._all()
         self.follow({})
+        self.follow_static([])
         for link in links:
             if link.session is not None:
                 await link.session.close()
@@ -333,42 +394,94 @@ class Follower:
         except asyncio.TimeoutError:
             pass
 
-    def _current(self, server: str, link: _Link) -> bool:
+    def _current(self, link: _Link) -> bool:
         # Python 3.11's wait_for can swallow a cancellation that meets a
         # timeout; a link that is no longer followed ends its loop anyway.
-        return self._links.get(server) is link
+        return any(li is link for li in self._all())
+
+    def _refused(self, what: str, error: ChannelError) -> None:
+        text = str(error)
+        if ("authentication" in text or "refused" in text) and what not in self._warned:
+            self._warned.add(what)
+            log.warning("channel to %s: %s", what, text)
+        else:
+            log.debug("channel to %s: %s", what, text)
 
     async def _run(self, server: str, link: _Link) -> None:
         backoff = BACKOFF_FIRST
-        while self._current(server, link):
+        while self._current(link):
             try:
                 session, hello = await connect(link.address, link.port, name=self.name, key=self.key)
             except ChannelError as e:
-                text = str(e)
-                if ("authentication" in text or "refused" in text) and server not in self._warned:
-                    self._warned.add(server)
-                    log.warning("channel to %s: %s", server, text)
-                else:
-                    log.debug("channel to %s: %s", server, text)
+                self._refused(server, e)
                 await self._pause(link, backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
                 continue
-            self._warned.discard(server)
             backoff = BACKOFF_FIRST
-            link.session = session
-            self.on_up(server, link.address, hello.boot)
-            try:
-                await session.send({"t": "state", "state": self._state})
-                await self._talk(server, link, session, hello.heartbeat)
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # whatever a peer sends ends only this connection
-                log.info("channel to %s (%s) closed: %s", server, link.address, _short(e))
-            finally:
-                link.session = None
-                await session.close()
-                self.on_lost(server)
+            await self._serve(server, link, session, hello)
             await self._pause(link, backoff)
+
+    async def _run_static(self, link: _Link) -> None:
+        backoff = BACKOFF_FIRST
+        what = f"{link.address}:{link.port}"
+        while self._current(link):
+            addresses = await self._resolve(link.address, link.port)
+            if not addresses:
+                if what not in self._warned:
+                    self._warned.add(what)
+                    log.warning("static server %s: no address for %s (not in /etc/hosts or DNS?); "
+                                "trying again", what, link.address)
+                await self._pause(link, RESOLVE_BACKOFF_MAX)
+                continue
+            try:
+                session, hello = await connect(addresses[0], link.port, name=self.name, key=self.key)
+            except ChannelError as e:
+                self._refused(what, e)
+                await self._pause(link, backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+                continue
+            if hello.record is None:
+                # Still registering (or too old to send its record): nothing to act on yet.
+                log.debug("static server %s: no record in its hello yet", what)
+                await session.close()
+                await self._pause(link, backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+                continue
+            backoff = BACKOFF_FIRST
+            server = f"{hello.name}._pistop._tcp.local."
+            link.server, link.reached = server, addresses[0]
+            self.on_hello(server, addresses[0], link.port, hello, link.address)
+            await self._serve(server, link, session, hello, address=addresses[0])
+            await self._pause(link, backoff)
+
+    @staticmethod
+    async def _resolve(host: str, port: int) -> list[str]:
+        """The host's addresses, IPv4 first ([] when it has none, or the resolver hangs)."""
+        try:
+            infos = await asyncio.wait_for(
+                asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM), RESOLVE_TIMEOUT)
+        except (OSError, asyncio.TimeoutError, UnicodeError):
+            return []
+        found = list(dict.fromkeys(plain_address(info[4][0]) for info in infos))
+        return sorted(found, key=lambda a: ":" in a)
+
+    async def _serve(self, server: str, link: _Link, session: Session, hello: ServerHello,
+                     address: str | None = None) -> None:
+        self._warned.discard(server)
+        self._warned.discard(f"{link.address}:{link.port}")
+        link.session = session
+        self.on_up(server, address or link.address, hello.boot)
+        try:
+            await session.send({"t": "state", "state": self._state})
+            await self._talk(server, link, session, hello.heartbeat)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # whatever a peer sends ends only this connection
+            log.info("channel to %s (%s) closed: %s", server, address or link.address, _short(e))
+        finally:
+            link.session = None
+            await session.close()
+            self.on_lost(server)
 
     async def _talk(self, server: str, link: _Link, session: Session, server_hb: float) -> None:
         async def beat() -> None:
@@ -378,7 +491,7 @@ class Follower:
 
         beating = asyncio.ensure_future(beat())
         try:
-            while self._current(server, link):
+            while self._current(link):
                 # A silent server is the core's business (dead time); this
                 # timeout only ends a read that waits far longer than that.
                 msg = await session.receive(max(60.0, server_hb * 10))
@@ -419,8 +532,10 @@ class Listener:
 
     def __init__(self, name: str, key: bytes | None, heartbeat: float,
                  on_command: Callable[[str, list[str], ClientInfo], Awaitable[tuple[bool, str]]] | None = None,
-                 on_change: Callable[[], None] | None = None, boot: str = ""):
-        self.name = name
+                 on_change: Callable[[], None] | None = None, boot: str = "",
+                 record: Callable[[], dict[str, str]] | None = None):
+        self.name = name  # the instance name, as advertised (renamed after a conflict)
+        self.record = record  # the TXT record as it stands, for boards that reach us without mDNS
         self.key = key
         self.heartbeat = heartbeat
         self.boot = boot
@@ -547,8 +662,12 @@ class Listener:
 
     async def _handshake(self, reader, writer, address: str) -> tuple[Session, str]:
         nonce = _nonce()
-        _write(writer, {"t": "hello", "proto": PROTOCOL, "server": self.name, "boot": self.boot,
-                        "nonce": nonce, "hb": self.heartbeat})
+        hello: dict[str, Any] = {"t": "hello", "proto": PROTOCOL, "server": self.name, "boot": self.boot,
+                                 "nonce": nonce, "hb": self.heartbeat}
+        record = self.record() if self.record is not None else None
+        if record:  # none yet while the server is still registering
+            hello["record"] = record
+        _write(writer, hello)
         await writer.drain()
         hello = await read_message(reader, HANDSHAKE_TIMEOUT)
         if hello.get("t") != "hello":

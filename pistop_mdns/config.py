@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import textwrap
 import tomllib
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ class Key:
     choices: tuple[str, ...] = ()
     minimum: float | None = None
     maximum: float | None = None
+    single: bool = False  # list kind: one string is taken as a list of one
 
     @property
     def flag(self) -> str:
@@ -112,8 +114,14 @@ KEYS: tuple[Key, ...] = (
        "Run `pistop-mdns backup` when the server starts and [backup] paths are set, as "
        "pistop's fserver did; false turns it off."),
     # ------------------------------------------------------------ client
-    _k("client", "server", "str", "",
-       "Follow only the server with this instance name (default: the first one seen)."),
+    _k("client", "server", "list", [],
+       "Follow only these servers, by instance name, most preferred first: a more "
+       "preferred one is taken as soon as it is there (default: any, the first one seen).",
+       single=True),
+    _k("client", "static_servers", "list", [],
+       "Servers to reach over the liveness channel directly, without mDNS, as HOST or "
+       "HOST:PORT (port 5555 by default), for networks that filter multicast (pistop's "
+       "HOST and PORT).", envvar="HOST", single=True),
     _k("client", "prefer_ipv6", "bool", False,
        "Of a server's addresses on this host's subnets, use an IPv6 one before IPv4 "
        "(needs ip_version all in [general])."),
@@ -319,6 +327,33 @@ def _check_range(where: str, key: Key, value: float) -> None:
         )
 
 
+DEFAULT_CHANNEL_PORT = 5555
+
+
+def endpoint(text: str) -> tuple[str, int]:
+    """HOST, HOST:PORT, IPV6 or [IPV6]:PORT -> (host, port); ValueError when it is none of them."""
+    host, port = text, str(DEFAULT_CHANNEL_PORT)
+    bracketed = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\](?::(\d+))?", text)
+    if bracketed:
+        host, port = bracketed.group(1), bracketed.group(2) or port
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    if not port.isdigit() or not 1 <= int(port) <= 65535 or host.startswith("-") \
+            or not re.fullmatch(r"[A-Za-z0-9._:-]{1,253}", host):
+        raise ValueError(text)
+    return host, int(port)
+
+
+def _check_endpoint(where: str, key: Key, value: str) -> None:
+    try:
+        endpoint(value)
+    except ValueError:
+        raise ConfigError(
+            f"{where}: [{key.section}] {key.name}: {value!r} is not HOST or HOST:PORT; "
+            f'fix: write e.g. {key.name} = ["MusicPI", "192.168.1.10:5555"]'
+        ) from None
+
+
 def convert(key: Key, value: Any, where: str) -> Any:
     """Check a TOML value against the key's type; raise ConfigError naming `where`."""
     got = f"{value!r} ({_type_name(value)})"
@@ -337,8 +372,13 @@ def convert(key: Key, value: Any, where: str) -> Any:
         _check_range(where, key, float(value))
         return float(value)
     if key.kind == "list":
+        if key.single and isinstance(value, str):
+            value = [value] if value else []
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise _bad(where, key, got)
+        if key.name == "static_servers":
+            for v in value:
+                _check_endpoint(where, key, v)
         return list(value)
     if not isinstance(value, str):
         raise _bad(where, key, got)
@@ -376,7 +416,11 @@ def convert_text(key: Key, text: str, where: str) -> Any:
         _check_range(where, key, value)
         return value
     if key.kind == "list":
-        return text.replace(",", " ").split()
+        items = text.replace(",", " ").split()
+        if key.name == "static_servers":
+            for v in items:
+                _check_endpoint(where, key, v)
+        return items
     if key.choices and text not in key.choices:
         raise _bad(where, key, repr(text))
     return text
@@ -469,7 +513,27 @@ def read_envdir(directory: str) -> dict[tuple[str, str], tuple[Any, str]]:
             raise ConfigError(f"{path}: not UTF-8 text; fix: rewrite the file") from None
         for key in keys:
             values[(key.section, key.name)] = (convert_text(key, text, str(path)), str(path))
-    return values
+    return _with_pistop_port(d, values)
+
+
+def _with_pistop_port(d: Path, values: dict[tuple[str, str], tuple[Any, str]]) -> dict:
+    """fclient's HOST came with a PORT: they make one static server."""
+    name = ("client", "static_servers")
+    port = d / "PORT"
+    if name not in values or not port.is_file():
+        return values
+    try:
+        number = port.read_text().split("\n", 1)[0].strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{port}: cannot read it: {e}; fix: rewrite the file") from None
+    if not number:
+        return values
+    hosts, where = values[name]
+    with_port = [f"{h}:{number}" if ":" not in h else h for h in hosts]
+    key = BY_NAME[name]
+    for v in with_port:
+        _check_endpoint(str(port), key, v)
+    return {**values, name: (with_port, f"{where} and {port}")}
 
 
 def load(

@@ -218,6 +218,7 @@ class Browser:
         self._settle: dict[str, asyncio.Task] = {}
         self._last: dict[str, tuple] = {}  # what was last reported for each name
         self._newest: dict[str, int] = {}  # with a key: the newest signature time seen per name
+        self._sources: dict[str, set[str]] = {}  # where each reported record is known from: mdns, channel
         self._warned: set[str] = set()
 
     async def start(self, addresses: list[str]) -> None:
@@ -235,9 +236,9 @@ class Browser:
             if old is not None:
                 old.cancel()
         if state_change is ServiceStateChange.Removed:
-            if self._last.pop(name, None) is not None:
-                self.on_event(Lost(name))
+            self._forget(name, "mdns")
             return
+        self._sources.setdefault(name, set()).add("mdns")
         self._tasks[name] = asyncio.ensure_future(self._resolve(name, settled=False))
         if state_change is ServiceStateChange.Updated:
             self._settle[name] = asyncio.ensure_future(self._resolve(name, settled=True))
@@ -291,6 +292,21 @@ class Browser:
             return  # e.g. only the (unsigned, unused) A records changed under a key
         props = {_text(k): _text(v) for k, v in properties.items()}
         self.on_event(Found(result, last is None, props))
+
+    def report_from_channel(self, name: str, properties: dict, address: str, port: int, host: str) -> None:
+        """A record a server sent in its channel hello (a static server, reached without mDNS)."""
+        self._sources.setdefault(name, set()).add("channel")
+        self.report(name, properties, [address], port, host)
+
+    def channel_lost(self, name: str) -> None:
+        """The channel that brought `name`'s record is gone: without mDNS, so is the record."""
+        self._forget(name, "channel")
+
+    def _forget(self, name: str, source: str) -> None:
+        sources = self._sources.get(name, set())
+        sources.discard(source)
+        if not sources and self._last.pop(name, None) is not None:
+            self.on_event(Lost(name))
 
     def _check_newer(self, name: str, properties: dict, ad: ServerAd) -> ServerAd | txt.Rejected:
         """A signed record older than one already seen is a replay (or a stale cache): ignored."""

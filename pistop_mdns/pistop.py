@@ -19,8 +19,6 @@ OLD_SERVICE = {"server": "fserver", "client": "fclient", "update": "update", "rs
 
 # pistop variables pistop-mdns does not read, and why not.
 UNUSED = {
-    "HOST": "the server's address: boards find the server over mDNS",
-    "PORT": "the server's port: it is in the server's mDNS record ([server] port on the server)",
     "USER": "the user pistop's scripts ran as: pistop-mdns runs as root",
     "UID": "the user pistop's server ran as: pistop-mdns runs as root",
     "GID": "the group pistop's server ran as: pistop-mdns runs as root",
@@ -32,6 +30,15 @@ UNUSED = {
     "LOCALIP": "the rsync service's address: rsyncd.conf's port and hosts allow",
     "MAXPERIP": "tcpserver's per-host limit: rsyncd.conf's max connections",
     "SOFT_MEM": "softlimit's memory limit for rsync",
+}
+
+# fclient's HOST and PORT named the server: a board keeps them as [client]
+# static_servers. fserver and rsync.875 listened there; their successors listen
+# on every address, at [server] port (--port) and rsyncd.conf's port.
+SERVER_ADDRESS = ("HOST", "PORT")
+UNUSED_OFF_BOARD = {
+    "HOST": "the address tcpserver listened on: the new service listens on every address",
+    "PORT": "the port tcpserver listened on: [server] port (install-service --port) or rsyncd.conf's",
 }
 
 # pistop upgraded itself; its successor is the package to keep upgraded now.
@@ -64,13 +71,16 @@ def read_variables(service: str) -> dict[str, bytes]:
     return found
 
 
-def sort_variables(variables: dict[str, bytes]) -> tuple[list[str], list[str], list[str]]:
-    """(used by pistop-mdns, known to be unused, unknown) variable names; empty files are unset."""
+def sort_variables(variables: dict[str, bytes], role: str = "client") -> tuple[list[str], list[str], list[str]]:
+    """(used by pistop-mdns, known to be unused, unknown) variable names of an old `role`
+    service; empty files are unset."""
     used, unused, unknown = [], [], []
     for name, content in sorted(variables.items()):
         if not content.strip():
             continue
-        if name in config.BY_ENVVAR:
+        if name in SERVER_ADDRESS:
+            (used if role == "client" and variables.get("HOST", b"").strip() else unused).append(name)
+        elif name in config.BY_ENVVAR:
             used.append(name)
         elif name in UNUSED:
             unused.append(name)

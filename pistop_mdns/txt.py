@@ -52,6 +52,11 @@ def instance_of(name: str) -> str:
     return name[: -len(suffix)] if name.endswith(suffix) else name
 
 
+def is_host_name(text: str) -> bool:
+    """Letters, digits and hyphens in dot-separated labels: safe in a mount source."""
+    return bool(_HOST.match(text if text.endswith(".") else text + "."))
+
+
 def escape(text: str) -> str:
     """`text` with everything a terminal, a log or an environment would act on
     (control characters, bidi overrides, other non-printables) as \\x.. / \\u.... escapes."""
@@ -201,7 +206,7 @@ def _parse(name, properties, addresses, port, host, key, now, max_skew, ipv6):
         return Rejected(name, f"ver={version!r} is not a version")
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
         return Rejected(name, f"SRV port {port!r} is not a port number")
-    if not isinstance(host, str) or not _HOST.match(host if host.endswith(".") else host + "."):
+    if not isinstance(host, str) or not is_host_name(host):
         return Rejected(name, f"SRV target {escape(str(host))[:80]!r} is not a plain host name")
 
     instance = instance_of(name)

@@ -15,7 +15,7 @@ import logging
 import signal
 import time
 
-from pistop_mdns import auth, channel, core, mdns, statefile
+from pistop_mdns import auth, channel, config, core, mdns, statefile, txt
 from pistop_mdns.apply import Applier, DryRun, Facts
 from pistop_mdns.config import Config
 from pistop_mdns.model import (
@@ -80,11 +80,13 @@ class Client:
             cfg.general.hostname, key, cfg.client.heartbeat,
             on_up=lambda n, address, boot: self._put(ChannelUp(time.monotonic(), n, address, boot)),
             on_heartbeat=lambda n: self._put(Heartbeat(time.monotonic(), n)),
-            on_lost=lambda n: self._put(ChannelLost(time.monotonic(), n)),
+            on_lost=self._on_lost,
             on_notice=lambda n, r, a: self._put(ServerNotice(time.monotonic(), n, r, a)),
+            on_hello=self._on_static_hello,
         )
         self.browser = mdns.Browser(self._on_browse, key=key, ipv6=self.ipv6,
                                     max_skew=cfg.general.max_clock_skew)
+        self.static = [config.endpoint(e) for e in cfg.client.static_servers]
         self.loop: asyncio.AbstractEventLoop | None = None
 
     def _put(self, event) -> None:
@@ -98,6 +100,18 @@ class Client:
                 self.follower.nudge(event.ad.name)  # back: try its channel now, not after the back-off
         elif isinstance(event, mdns.Lost):
             self._put(ServerGone(now, event.name))
+
+    def _on_static_hello(self, name: str, address: str, port: int, hello: channel.ServerHello,
+                         dialled: str) -> None:
+        """A static server's hello: its record goes through the same checks as one from mDNS."""
+        host = dialled if txt.is_host_name(dialled) else f"{hello.name}.local."
+        self.browser.report_from_channel(name, hello.record or {}, address, port, host)
+
+    def _on_lost(self, name: str) -> None:
+        if self.follower.connected(name):
+            return  # another link (static, or found over mDNS) still reaches it
+        self._put(ChannelLost(time.monotonic(), name))
+        self.browser.channel_lost(name)
 
     def _interfaces(self) -> list[mdns.Interface]:
         return mdns.local_interfaces(self.cfg.general.interfaces, self.ipv6)
@@ -121,6 +135,7 @@ class Client:
         in_use = facts.mounted if facts.mounted is not None else facts.mpd_running
         self._put(Started(time.monotonic(), mounted=bool(in_use)))
         await self.browser.start([i.address for i in interfaces])
+        self.follower.follow_static(self.static)
         statefile.sd_notify("READY=1\nSTATUS=browsing for _pistop._tcp")
         watcher = asyncio.ensure_future(self._watch_addresses(interfaces))
         try:

@@ -794,7 +794,7 @@ class Installer:
             self.write(f)
         if existed:
             changed = {f.path for f in service_files if self.write(f)}
-            self.copy_variables(variables_from, final)
+            self.copy_variables(variables_from, final, role)
             base = f"{service_dir.rstrip('/')}/{name(role)}"
             for path, directory in ((f"{base}/run", final), (f"{base}/log/run", os.path.join(final, "log"))):
                 if path in changed and not self.dry_run and self.supervised(directory):
@@ -806,7 +806,7 @@ class Installer:
         if self.dry_run:
             for f in service_files:
                 self.write(f)
-            self.copy_variables(variables_from, final)
+            self.copy_variables(variables_from, final, role)
             self.echo(f"(built as {hidden}, then renamed: svscan starts it within 5 seconds)")
             return 0
         # Built under a dot name, which svscan ignores, and renamed into place
@@ -815,18 +815,20 @@ class Installer:
         hidden_prefix = service_dir.rstrip("/") + "/." + name(role)
         for f in service_files:
             self.write(File(hidden_prefix + f.path[len(prefix):], f.text, f.mode, f.keep))
-        self.copy_variables(variables_from, hidden)
+        self.copy_variables(variables_from, hidden, role)
         os.rename(hidden, final)
         log.info("installed %s: svscan starts %s within 5 seconds", final, "it" if start else "supervise in it")
         return 0
 
-    def copy_variables(self, envdir: str | None, service: str) -> None:
+    def copy_variables(self, envdir: str | None, service: str, role: str) -> None:
         """pistop's variables (MDRIVE, POWER_OFF, ...) from --envdir, where ./variables lacks them."""
         if not envdir:
             return
         source = config.envdir_path(envdir)
         target = os.path.join(service, "variables")
-        for var in sorted(config.BY_ENVVAR):
+        used, _, _ = pistop.sort_variables({var: b"x" for var in set(config.BY_ENVVAR) | {"PORT"}
+                                            if (source / var).is_file()}, role)
+        for var in used:
             src, dst = source / var, os.path.join(target, var)
             if src.is_file() and not os.path.lexists(dst):
                 if self.dry_run:
@@ -1080,7 +1082,7 @@ class Migration:
     def run(self, wanted: list[File]) -> int:
         i = self.installer
         variables = pistop.read_variables(self.old)
-        used, unused, unknown = pistop.sort_variables(variables)
+        used, unused, unknown = pistop.sort_variables(variables, self.role)
         old_name = os.path.basename(self.old)
         log.info("moving %s from pistop's %s", self.role, self.old)
         if self.daemontools:
@@ -1098,7 +1100,8 @@ class Migration:
         if used:
             self.done.append(f"carried over {', '.join(used)} to {target}/")
         for var in unused:
-            self.done.append(f"not used any more: {var}: {pistop.UNUSED[var]}")
+            why = pistop.UNUSED_OFF_BOARD[var] if var in pistop.SERVER_ADDRESS else pistop.UNUSED[var]
+            self.done.append(f"not used any more: {var}: {why}")
         if unknown:
             self.done.append(f"left behind (not pistop's, or unknown): {', '.join(unknown)}")
         if i.dry_run:

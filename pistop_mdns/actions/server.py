@@ -127,7 +127,8 @@ class Server:
         self.name = ""
         self.advertiser = mdns.Advertiser(cfg.general.hostname, self.ipv6)
         self.listener = channel.Listener(cfg.server.instance, self.key, cfg.server.heartbeat,
-                                         on_command=self._command, on_change=self._write_state, boot=self.boot)
+                                         on_command=self._command, on_change=self._write_state, boot=self.boot,
+                                         record=lambda: self._txt)
         self._revert: asyncio.Task | None = None
         self._signed_at = 0
         self._txt: dict[str, str] = {}  # what the record says now
@@ -189,12 +190,14 @@ class Server:
                       self.cfg.server.port, e.strerror)
             return 1
         await self.advertiser.start(addrs)
+        self._properties()  # the record boards that dial us directly get in the hello
         # Up before the registration, which takes a second: a board may come up
         # (and `pistop-mdns shutdown` be called) while it is still announcing.
         control = await self._control_socket()
         try:
             self.name = await self.advertiser.register(
                 SERVICE_TYPE, self.cfg.server.instance, self.cfg.server.port, self._properties())
+            self.listener.name = txt.instance_of(self.name)
             if self.state != STATE_UP or (self.key is not None and
                                           txt.instance_of(self.name) != self.cfg.server.instance):
                 # Announced over the control socket while registering, or
@@ -356,6 +359,7 @@ class Server:
             await self.advertiser.withdraw()
             self.name = await self.advertiser.register(
                 SERVICE_TYPE, self.cfg.server.instance, self.cfg.server.port, self._properties())
+            self.listener.name = txt.instance_of(self.name)
         self._write_state()
 
     async def _command(self, cmd: str, args: list[str], client: channel.ClientInfo) -> tuple[bool, str]:

@@ -173,7 +173,7 @@ def test_without_the_flag_a_running_fclient_is_refused_and_with_it_replaced(hous
     proc = install("client", "--from-pistop", config=config)
     assert proc.returncode == 0, proc.stderr
     new = service_dir / "pistop-mdns-client"
-    assert f"carried over FORCE_UMOUNT, MDRIVE, POWER_OFF, TIMEOUT to {new}/variables/" in proc.stdout
+    assert f"carried over FORCE_UMOUNT, HOST, MDRIVE, PORT, POWER_OFF, TIMEOUT to {new}/variables/" in proc.stdout
     assert "stopped pistop's fclient first" not in proc.stdout  # nothing to share: the new one starts first
     assert sorted(os.listdir(service_dir)) == ["pistop-mdns-client"]
     assert svstat(new).startswith(f"{new}: up ")

@@ -339,3 +339,49 @@ def test_the_listener_caps_connections_still_in_their_handshake():
         await listener.close()
 
     run(scenario())
+
+
+def test_a_static_link_learns_the_server_and_its_record_from_the_hello():
+    async def scenario():
+        record = {"txtvers": "1", "proto": "1", "export": "/srv/music", "mpd_port": "6600", "state": "up"}
+        listener = channel.Listener("musicpi", KEY, heartbeat=0.05, boot="b1", record=lambda: record)
+        port = await listener.start(0, "127.0.0.1")
+        events = Events()
+        f = channel.Follower("kitchen", KEY, 0.05,
+                             on_up=lambda n, a, b: events.add("up", n, a, b),
+                             on_heartbeat=lambda n: events.add("hb", n),
+                             on_lost=lambda n: events.add("lost", n),
+                             on_notice=lambda n, r, a: events.add("notice", n, r, a),
+                             on_hello=lambda n, a, p, hello, via: events.add("hello", n, a, p, hello.record, via))
+        f.follow_static([("localhost", port)])
+        name = "musicpi._pistop._tcp.local."
+        assert await events.wait("hello") == ("hello", name, "127.0.0.1", port, record, "localhost")
+        assert events.items.index(("hello", name, "127.0.0.1", port, record, "localhost")) < \
+            events.items.index(await events.wait("up"))
+        assert f.connected(name) and await f.report(name, "up")
+        # the same server found over mDNS at the same address needs no second connection
+        f.follow({name: ("127.0.0.1", port)})
+        await asyncio.sleep(0.2)
+        assert len(listener.clients) == 1
+        await listener.announce("stopping")
+        assert (await events.wait("notice"))[2] == "stopping"
+        await f.close()
+        await listener.close()
+
+    run(scenario())
+
+
+def test_a_static_host_that_does_not_resolve_is_tried_again_with_one_warning(caplog):
+    async def scenario():
+        events = Events()
+        f = follower(events)
+        f.follow_static([("no-such-host.invalid", 5555)])
+        await asyncio.sleep(0.5)
+        await f.close()
+        assert not events.items
+
+    with caplog.at_level("WARNING", "pistop_mdns.channel"):
+        run(scenario())
+    assert [r.getMessage() for r in caplog.records] == [
+        "static server no-such-host.invalid:5555: no address for no-such-host.invalid (not in /etc/hosts or DNS?); "
+        "trying again"]

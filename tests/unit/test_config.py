@@ -33,8 +33,11 @@ def test_file_then_envdir_then_flags(tmp_path):
     env.mkdir(parents=True)
     (env / "POWER_OFF").write_text("1\n")
     (env / "MDRIVE").write_text("/var/lib/mpd/MDrive\n")
-    (env / "HOST").write_text("192.168.1.1\n")  # pistop's, not ours: ignored
+    (env / "HOST").write_text("192.168.1.1\n")  # fclient's server: a static server, with its PORT
+    (env / "PORT").write_text("5556\n")
+    (env / "MAXDAEMONS").write_text("10\n")  # tcpserver's: ignored
     cfg = config.load(path, str(tmp_path / "fclient"), {("client", "mountpoint"): "/flag"})
+    assert cfg.client.static_servers == ["192.168.1.1:5556"]
     assert cfg.client.mount_mode == "direct"
     assert cfg.sources[("client", "mount_mode")] == path
     assert cfg.client.power_off is True
@@ -61,7 +64,8 @@ def test_envdir_follows_envdir_rules(tmp_path):
 
 def test_every_pistop_variable_maps_to_a_key():
     expected = {"MDRIVE", "POWER_OFF", "FORCE_UMOUNT", "BACKUP", "DEST", "RSYNC_OPTIONS", "UPGRADE", "INTERVAL",
-                "LCD_HOST", "LCD_PORT", "LCD_FIFO", "NOTIFY_HOST", "NOTIFY_PORT", "NOTIFY_FIFO", "TIMEOUT"}
+                "LCD_HOST", "LCD_PORT", "LCD_FIFO", "NOTIFY_HOST", "NOTIFY_PORT", "NOTIFY_FIFO", "TIMEOUT",
+                "HOST"}  # with PORT, see test_file_then_envdir_then_flags
     assert set(config.BY_ENVVAR) == expected
 
 
@@ -132,3 +136,23 @@ def test_example_lists_every_key_and_loads_back_to_the_defaults(tmp_path):
     for key in config.KEYS:
         if key.default is not None:
             assert cfg.values[(key.section, key.name)] == key.default
+
+
+def test_server_pins_and_static_servers_take_one_name_or_a_list(tmp_path):
+    cfg = config.load(write(tmp_path, '[client]\nserver = "musicpi"\nstatic_servers = "MusicPI"\n'), None)
+    assert cfg.client.server == ["musicpi"] and cfg.client.static_servers == ["MusicPI"]
+    cfg = config.load(write(tmp_path, '[client]\nserver = ["musicpi", "attic"]\n'
+                                      'static_servers = ["MusicPI", "192.168.1.10:5555", "[fd00::1]:5555"]\n'), None)
+    assert cfg.client.server == ["musicpi", "attic"]
+    assert [config.endpoint(e) for e in cfg.client.static_servers] == [
+        ("MusicPI", 5555), ("192.168.1.10", 5555), ("fd00::1", 5555)]
+    cfg = config.load("/dev/null", None, {("client", "static_servers"): "MusicPI:5556,10.0.0.2"})
+    assert cfg.client.static_servers == ["MusicPI:5556", "10.0.0.2"]
+
+
+def test_a_static_server_that_is_no_address_is_refused_with_the_fix(tmp_path):
+    for bad in ('"-oevil"', '"MusicPI:http"', '"a b"', '"host:70000"'):
+        path = write(tmp_path, f"[client]\nstatic_servers = [{bad}]\n")
+        with pytest.raises(config.ConfigError, match=r"\[client\] static_servers: .* is not HOST or HOST:PORT; "
+                                                     r"fix: write e\.g\. static_servers"):
+            config.load(path, None)

@@ -395,12 +395,13 @@ def test_pistop_variables_are_copied_from_envdir_without_overwriting(tmp_path):
     old = tmp_path / "fclient/variables"
     old.mkdir(parents=True)
     (old / "MDRIVE").write_text("/home/pi/MDrive\n")
-    (old / "HOST").write_text("192.168.1.10\n")  # pistop's, not ours: not copied
+    (old / "HOST").write_text("192.168.1.10\n")  # the server fclient called: static_servers
+    (old / "MAXDAEMONS").write_text("10\n")  # tcpserver's: not copied
     files = svc.daemontools_files("client", "/service", ["/p"])
     inst = installer(tmp_path, RecordingRunner())
     assert inst.install_daemontools("client", "/service", files, variables_from=str(tmp_path / "fclient")) == 0
     variables = tmp_path / "service/pistop-mdns-client/variables"
-    assert sorted(os.listdir(variables)) == ["MDRIVE"]
+    assert sorted(os.listdir(variables)) == ["HOST", "MDRIVE"]
     (variables / "MDRIVE").write_text("/mnt/changed\n")
     inst.install_daemontools("client", "/service", files, variables_from=str(tmp_path / "fclient"))
     assert (variables / "MDRIVE").read_text() == "/mnt/changed\n"

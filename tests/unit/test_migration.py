@@ -63,7 +63,10 @@ def test_our_own_running_server_is_not_in_the_way():
 def test_variables_are_sorted_into_used_no_longer_used_and_unknown():
     variables = {"MDRIVE": b"/MDrive\n", "POWER_OFF": b"1\n", "HOST": b"192.168.1.101\n", "PORT": b"5555\n",
                  "LCD_FIFO": b"", "MINE": b"x\n", "MAXDAEMONS": b"10\n"}
-    assert pistop.sort_variables(variables) == (["MDRIVE", "POWER_OFF"], ["HOST", "MAXDAEMONS", "PORT"], ["MINE"])
+    # on a board HOST and PORT name the server: static_servers; elsewhere they were tcpserver's
+    assert pistop.sort_variables(variables) == (["HOST", "MDRIVE", "PORT", "POWER_OFF"], ["MAXDAEMONS"], ["MINE"])
+    assert pistop.sort_variables(variables, "server") == (["MDRIVE", "POWER_OFF"], ["HOST", "MAXDAEMONS", "PORT"],
+                                                          ["MINE"])
 
 
 def test_every_variable_create_service_wrote_is_either_read_or_explained():
@@ -71,8 +74,9 @@ def test_every_variable_create_service_wrote_is_either_read_or_explained():
                "TIMEOUT", "MAXDAEMONS", "USER", "HOME", "PATH", "MDRIVE", "DEST", "FORCE_UMOUNT", "POWER_OFF",
                "UID", "GID", "LOCALIP", "MAXPERIP", "SOFT_MEM", "UPGRADE", "INTERVAL", "DEBIAN_FRONTEND", "LOGNAME",
                "BACKUP", "RSYNC_OPTIONS"}
-    assert written <= set(config.BY_ENVVAR) | set(pistop.UNUSED)
+    assert written <= set(config.BY_ENVVAR) | set(pistop.UNUSED) | set(pistop.SERVER_ADDRESS)
     assert not set(config.BY_ENVVAR) & set(pistop.UNUSED)
+    assert set(pistop.UNUSED_OFF_BOARD) == set(pistop.SERVER_ADDRESS)
 
 
 def test_the_upgrade_list_keeps_the_successor_upgraded():
@@ -130,7 +134,7 @@ def test_dry_run_of_a_move_says_what_would_be_carried_over_and_done(tmp_path):
               "daemontools", "--root", str(tmp_path / "root"))
     assert proc.returncode == 0, proc.stderr
     new = tmp_path / "root" / "service" / "pistop-mdns-client"
-    assert f"would copy MDRIVE, POWER_OFF from {old}/variables to {new}/variables/" in proc.stdout
+    assert f"would copy HOST, MDRIVE, POWER_OFF from {old}/variables to {new}/variables/" in proc.stdout
     assert f"would start {new} and wait until it runs for 2 seconds" in proc.stdout
     assert f"then stop and remove pistop's {old} (svc -dx, then the directory)" in proc.stdout
     assert sorted(os.listdir(tmp_path / "root" / "service")) == ["fclient"]
