@@ -40,7 +40,7 @@ def settings(cfg: Config, networks: tuple[str, ...], keyed: bool) -> core.Settin
     c = cfg.client
     return core.Settings(
         hostname=cfg.general.hostname,
-        pins=tuple(c.server) if isinstance(c.server, (list, tuple)) else ((c.server,) if c.server else ()),
+        pins=tuple(c.server),
         mount_mode=c.mount_mode,
         mountpoint=c.mountpoint or "",
         mount_fstype=c.mount_fstype,
