@@ -67,7 +67,9 @@ def load(ctx: click.Context, kwargs: dict[str, Any], role: str | None = None) ->
 
 
 def fail(message: str, status: int) -> None:
-    click.echo(f"pistop-mdns: error: {message}", err=True)
+    # Under systemd the prefix gives the journal entry its priority (err), as logs.py does.
+    prefix = "<3>" if os.environ.get("JOURNAL_STREAM") else ""
+    click.echo(f"{prefix}pistop-mdns: error: {message}", err=True)
     sys.exit(status)
 
 

@@ -125,6 +125,10 @@ NotifyAccess=main
 ExecStart={exec_start}
 Restart=on-failure
 RestartSec=5s
+# Exit status 2 is a configuration error, written to the journal (and shown by
+# `systemctl status`): a restart cannot mend it, so the unit stays stopped
+# until it is fixed and the unit started again.
+RestartPreventExitStatus=2
 # On SIGTERM it tells the clients why it stops and sends the goodbyes, then
 # exits 0 within about a second; the rest is margin for a slow network.
 TimeoutStopSec=30s
@@ -167,6 +171,10 @@ NotifyAccess=main
 ExecStart={exec_start}
 Restart=on-failure
 RestartSec=5s
+# Exit status 2 is a configuration error, written to the journal (and shown by
+# `systemctl status`): a restart cannot mend it, so the unit stays stopped
+# until it is fixed and the unit started again.
+RestartPreventExitStatus=2
 # With teardown_on_exit it stops mpd and unmounts the share before it exits
 # (unmount retries, hooks): give it the time.
 TimeoutStopSec=90s
@@ -967,6 +975,11 @@ def run(cfg: Config, role: str, *, init: str | None, remove: bool, dry_run: bool
         if refusal:
             log.error("%s", refusal)
             return 2
+        if installer.live and role in ("server", "client"):
+            problem = check_role(cfg, role)
+            if problem:
+                log.error("%s; nothing was installed (the %s would stop at once with this error)", problem, role)
+                return 2
     program = program_path()
     if program == PROGRAM and not os.path.exists(PROGRAM):
         log.warning("pistop-mdns is not on PATH: the service will run %s; install the package", PROGRAM)

@@ -488,6 +488,24 @@ def test_remove_in_another_root_touches_files_only(tmp_path):
     assert listing(root) == before and runner.calls == []
 
 
+def test_install_service_prints_the_config_error_and_installs_nothing(tmp_path, caplog):
+    conf = tmp_path / "mpd.conf"
+    conf.write_text('database {\n    plugin "simple"\n}\n')
+    cfg = config.load("/dev/null", None, {("client", "mpd_conf"): str(conf), ("general", "hostname"): "kitchen"})
+    printed: list[str] = []
+    status = svc.run(cfg, "client", init="systemd", remove=False, dry_run=True, root="/", config_path=None,
+                     envdir=None, echo=printed.append)
+    assert status == 2 and printed == []
+    assert (f"{conf} line 1 has a database block with the plugin 'simple' and none with the proxy plugin" in caplog.text)
+    assert "nothing was installed (the client would stop at once with this error)" in caplog.text
+
+
+def test_the_server_and_client_units_stop_on_a_configuration_error():
+    for role in ("server", "client"):
+        text = svc.systemd_files(role, [svc.PROGRAM])[0].text
+        assert "\nRestart=on-failure\n" in text and "\nRestartPreventExitStatus=2\n" in text, role
+
+
 # ---------------------------------------------------------------- the pieces the bring-up uses
 
 
