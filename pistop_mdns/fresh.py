@@ -365,11 +365,8 @@ def _directories(path: str, board: Board) -> list[Entry]:
     return [Entry(DIRECTORY, p) for p in _ancestors(path) if p not in board.present]
 
 
-def needs(cfg: Config, board: Board) -> tuple[Entry, ...]:
-    """What the guessed configuration needs on this board and the record does not list yet, in order.
-
-    A configuration nothing was guessed for needs nothing.
-    """
+def _wanted(cfg: Config, board: Board) -> list[Entry]:
+    """Everything the guessed configuration needs on this board, recorded or not."""
     c = cfg.client
     wanted: list[Entry] = []
     ours_autofs = c.mount_mode == "autofs" and _guessed(cfg, "autofs_master")
@@ -380,9 +377,17 @@ def needs(cfg: Config, board: Board) -> tuple[Entry, ...]:
         wanted += _directories(c.mountpoint, board)
     if _guessed(cfg, "add_proxy_block") or _guessed(cfg, "set_music_directory"):
         wanted += [Entry(CHANGED, c.mpd_conf, _copy_path(c.mpd_conf)), _file(c.mpd_conf + ".bak", board)]
+    return wanted
+
+
+def needs(cfg: Config, board: Board) -> tuple[Entry, ...]:
+    """What the guessed configuration needs on this board and the record does not list yet, in order.
+
+    A configuration nothing was guessed for needs nothing.
+    """
     known = board.recorded()
     out: list[Entry] = []
-    for entry in wanted:
+    for entry in _wanted(cfg, board):
         if entry.path not in known and entry not in out:
             out.append(entry)
     for entry in out:
@@ -411,24 +416,31 @@ def summary(cfg: Config, entries: tuple[Entry, ...], *, done: bool = True) -> st
 
 
 def set_up(cfg: Config, board: Board, root: str = "/", *, dry_run: bool = False) -> tuple[Entry, ...]:
-    """Record, then create, what `needs` lists; returns those entries (nothing is done on a dry run)."""
+    """Record, then create, what `needs` lists, and create again what the record lists and is gone.
+
+    Returns those entries; nothing is done on a dry run.
+    """
     new = needs(cfg, board)
-    if not new or dry_run:
-        return new
+    wanted = {e.path for e in _wanted(cfg, board)}
+    gone = tuple(e for e in board.record if e.path in wanted and not os.path.lexists(_under(root, e.path))
+                 and (e.kind == DIRECTORY or e.path in CREATED_TEXT))
+    if dry_run or not (new or gone):
+        return new + gone
     for entry in new:
         if entry.kind == CHANGED and os.path.lexists(_under(root, entry.path)) \
                 and not os.path.lexists(_under(root, entry.copy)):
             os.makedirs(os.path.dirname(_under(root, entry.copy)), 0o700, exist_ok=True)
             files.atomic_copy(_under(root, entry.path), _under(root, entry.copy))
-    os.makedirs(_under(root, STATE_DIR), 0o755, exist_ok=True)
-    files.atomic_write(_under(root, RECORD), record_text(board.record + new), backup_suffix=None)
-    for entry in new:
+    if new:
+        os.makedirs(_under(root, STATE_DIR), 0o755, exist_ok=True)
+        files.atomic_write(_under(root, RECORD), record_text(board.record + new), backup_suffix=None)
+    for entry in sorted(new + gone, key=lambda e: _ancestors(e.path)):
         full = _under(root, entry.path)
         if entry.kind == DIRECTORY and not os.path.isdir(full):
             os.mkdir(full, 0o755)
         elif entry.kind == CREATED and entry.path in CREATED_TEXT and not os.path.lexists(full):
             files.atomic_write(full, CREATED_TEXT[entry.path], backup_suffix=None)
-    return new
+    return new + gone
 
 
 def prepare(cfg: Config, *, dry_run: bool, root: str = "/") -> int:

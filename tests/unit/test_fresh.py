@@ -603,3 +603,13 @@ def test_a_dry_run_client_says_what_it_would_set_up(tmp_path, caplog):
     assert listing(root) == before
     assert caplog.records[-1].getMessage().startswith(
         "kitchen: would set up for autofs (dry run): creates /etc/auto.master.d/mpd.autofs, /etc/autofs.mounts, ")
+
+
+def test_what_the_record_lists_and_is_gone_is_created_again(tmp_path):
+    root, _, cfg, _ = set_up_board(tmp_path)
+    (root / "etc/auto.master.d/mpd.autofs").unlink()
+    again = derive.client(guessed(root))
+    assert fresh.set_up(again, fresh.look(again, str(root)), str(root)) == (
+        fresh.Entry("created", "/etc/auto.master.d/mpd.autofs"),)
+    assert (root / "etc/auto.master.d/mpd.autofs").read_text() == fresh.MASTER_TEXT
+    assert (root / "var/lib/pistop-mdns/created.list").read_text().count("mpd.autofs") == 1
