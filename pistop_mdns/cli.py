@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import click
 
-from pistop_mdns import __version__, config, derive, logs
+from pistop_mdns import __version__, config, derive, fresh, logs
 from pistop_mdns.config import KEYS, ConfigError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -58,7 +58,7 @@ def load(ctx: click.Context, kwargs: dict[str, Any], role: str | None = None) ->
         if role == "server":
             cfg = derive.server(cfg)
         elif role == "client":
-            cfg = derive.client(cfg)
+            cfg = fresh.client(cfg)
         else:
             cfg = derive.general(cfg)
         return cfg
@@ -67,7 +67,9 @@ def load(ctx: click.Context, kwargs: dict[str, Any], role: str | None = None) ->
 
 
 def fail(message: str, status: int) -> None:
-    click.echo(f"pistop-mdns: error: {message}", err=True)
+    # Under systemd the prefix gives the journal entry its priority (err), as logs.py does.
+    prefix = "<3>" if os.environ.get("JOURNAL_STREAM") else ""
+    click.echo(f"{prefix}pistop-mdns: error: {message}", err=True)
     sys.exit(status)
 
 

@@ -127,18 +127,22 @@ KEYS: tuple[Key, ...] = (
        "(needs ip_version all in [general])."),
     _k("client", "mount_mode", "str", "autofs",
        "How the share is mounted: autofs (pistop's way), direct (mount -t nfs4), or "
-       "mpd (mpd reads nfs:// itself; no kernel mount).",
+       "mpd (mpd reads nfs:// itself; no kernel mount). When not set, the client picks "
+       "it at start: autofs when an /etc/auto.master.d/*.autofs file names a map or "
+       "autofs is installed, else direct when nfs-common is, else mpd.",
        choices=("autofs", "direct", "mpd")),
     _k("client", "mountpoint", "str", None,
        "Where the share is mounted (pistop's MDRIVE; default: from the autofs maps, "
-       "else the parent of mpd.conf's music_directory).", envvar="MDRIVE"),
+       "else the parent of mpd.conf's music_directory, and /var/lib/mpd/MDrive when "
+       "mpd.conf has no proxy block).", envvar="MDRIVE"),
     _k("client", "mount_fstype", "str", "nfs4", "File system type for direct mounts."),
     _k("client", "mount_options", "str", "soft,timeo=5,retry=1", "Options for direct mounts."),
     _k("client", "mount_source", "str", "{address}:{export}",
        "What is mounted; {address}, {export} and {host} are filled in from the record."),
     _k("client", "autofs_master", "str", None,
        "auto.master file naming the map (default: the /etc/auto.master.d/*.autofs file "
-       "that has an entry)."),
+       "that has an entry; when none has, the client creates pistop's "
+       "/etc/auto.master.d/mpd.autofs and /etc/autofs.mounts)."),
     _k("client", "autofs_map", "str", None, "autofs map file (default: from autofs_master)."),
     _k("client", "autofs_key", "str", None,
        "Key of the share's entry in the map (default: its only entry, else MDrive)."),
@@ -155,7 +159,13 @@ KEYS: tuple[Key, ...] = (
        minimum=0.1, maximum=3600),
     _k("client", "mpd_conf", "str", "/etc/mpd.conf", "The client's mpd.conf to rewrite."),
     _k("client", "add_proxy_block", "bool", False,
-       "Add a proxy database block to mpd.conf when it has none."),
+       "Add a proxy database block to mpd.conf when it has none (commenting out its "
+       "db_file, which mpd does not allow beside it). When not set: true when mpd.conf "
+       "has no database block at all, as on a board nobody configured."),
+    _k("client", "set_music_directory", "bool", False,
+       "Point mpd.conf's music_directory at the music in the share (the mount point and "
+       "the server's music directory) at every bring-up; in mpd mode it is always the "
+       "share's nfs:// URL. When not set: true when mpd.conf has no proxy block."),
     _k("client", "mpd_service", "str", "mpd",
        "mpd's service (systemd: mpd.service and mpd.socket; daemontools: service_dir/NAME)."),
     _k("client", "autofs_service", "str", "autofs", "autofs's service name."),

@@ -26,6 +26,7 @@ from pistop_mdns.config import Config, ConfigError
 AUTO_MASTER_D = "/etc/auto.master.d"
 DEFAULT_MPD_PORT = 6600
 DEFAULT_AUTOFS_KEY = "MDrive"
+DIRECT_MAP = "/-"  # auto.master's mount point for a direct map
 
 
 def _read(path: str) -> str | None:
@@ -175,6 +176,8 @@ def _autofs(cfg: Config) -> Config:
                 if mf == mapfile:
                     mount_root = root
         if mount_root is not None:
-            cfg = cfg.replace("client", "mountpoint", posixpath.join(mount_root, key),
+            # "/-" marks a direct map: its keys are the mount points themselves.
+            where = key if mount_root == DIRECT_MAP else posixpath.join(mount_root, key)
+            cfg = cfg.replace("client", "mountpoint", where,
                               f"derived from {cfg.client.autofs_master} and {mapfile}")
     return cfg

@@ -258,6 +258,15 @@ def mpd_proxy(text: str, *, path: str | os.PathLike | None = None) -> tuple[str 
     return (None if host is None else host.value, None if port is None else port.value)
 
 
+def mpd_databases(text: str, *, path: str | os.PathLike | None = None) -> list[tuple[int, str | None]]:
+    """(line number, plugin or None) of every `database` block, in file order."""
+    out = []
+    for block in _parse_mpd_conf(text, path).database_blocks():
+        plugin = block.first("plugin")
+        out.append((block.line.number, None if plugin is None else plugin.value))
+    return out
+
+
 def rewrite_mpd_conf(
     text: str,
     *,
@@ -265,6 +274,7 @@ def rewrite_mpd_conf(
     proxy_port: int | None = None,
     music_directory: str | None = None,
     add_proxy_block: bool = False,
+    drop_db_file: bool = False,
     path: str | os.PathLike | None = None,
 ) -> str:
     """Set the proxy database's host/port and `music_directory`, changing nothing else.
@@ -272,6 +282,10 @@ def rewrite_mpd_conf(
     Values are always written double-quoted. A missing host/port line goes
     right after the proxy block's `plugin` line; a missing `music_directory`
     and, with `add_proxy_block`, a missing proxy block are appended at the end.
+    With `drop_db_file` too, adding the block also comments out every
+    top-level `db_file` line (a `#` before its name): mpd refuses to start
+    with both ("Found both 'database' and 'db_file' setting"), and Debian's
+    own mpd.conf sets db_file.
     Returns `text` itself when every value already has the wanted value.
     """
     if proxy_host is not None:
@@ -319,6 +333,9 @@ def rewrite_mpd_conf(
         lines += [f"    {name} {_mpd_quote(value)}" for name, value in wanted.items() if value is not None]
         lines.append("}")
         appended += [line + newline for line in lines]
+        if drop_db_file:
+            starts = [s.line.start + len(s.line.indent) for s in conf.top.settings if s.name == "db_file"]
+            edits += [(start, start, "#") for start in starts]
 
     return _apply(text, edits, appended)
 
@@ -597,6 +614,29 @@ def _replace(path: str, data: bytes, like: os.stat_result | None) -> None:
             os.unlink(temporary)
         raise
     _fsync_directory(directory)
+
+
+def atomic_copy(source: str | os.PathLike, target: str | os.PathLike) -> bool:
+    """Make `target` a copy of `source`: its bytes, owner and mode, put in place atomically.
+
+    Returns False, touching nothing, when the target already is such a copy.
+    A symlink target is written through, so it stays a symlink.
+    """
+    target = os.path.realpath(target)
+    with open(source, "rb") as file:
+        data = file.read()
+    like = os.stat(source)
+    try:
+        with open(target, "rb") as file:
+            same = file.read() == data
+        now = os.stat(target)
+        if same and stat.S_IMODE(now.st_mode) == stat.S_IMODE(like.st_mode) \
+                and (now.st_uid, now.st_gid) == (like.st_uid, like.st_gid):
+            return False
+    except FileNotFoundError:
+        pass
+    _replace(target, data, like)
+    return True
 
 
 def atomic_write(path: str | os.PathLike, text: str, *, backup_suffix: str | None = ".bak",

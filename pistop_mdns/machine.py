@@ -347,7 +347,8 @@ class MachineApplier:
                 return None
             new = files.rewrite_mpd_conf(text, proxy_host=a.host, proxy_port=a.port,
                                          music_directory=a.music_directory or None,
-                                         add_proxy_block=c.add_proxy_block, path=path)
+                                         add_proxy_block=c.add_proxy_block, drop_db_file=c.add_proxy_block,
+                                         path=path)
         except (files.FileFormatError, ValueError) as e:
             raise StepFailed(f"mpd.conf: {e}") from None
         memory.mpd_conf_changed = self._write(path, new, "client.mpd_conf")

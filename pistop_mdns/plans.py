@@ -78,6 +78,7 @@ class Settings:
     backup: bool = False
     local_networks: tuple[str, ...] = ()  # this host's subnets, "198.18.0.0/24"
     prefer_ipv6: bool = False
+    set_music_directory: bool = False  # point mpd's music_directory into the mounted share
 
 
 @dataclass(frozen=True)
@@ -166,11 +167,20 @@ def _mount_steps(ad: ServerAd, address: str, s: Settings) -> list[Action]:
     ]
 
 
+def music_directory(ad: ServerAd, address: str, s: Settings) -> str:
+    """What mpd.conf's music_directory is set to; "" leaves it as it is."""
+    if s.mount_mode == "mpd":
+        return nfs_url(ad, address)
+    if s.set_music_directory:
+        return s.mountpoint.rstrip("/") + ("/" + ad.music if ad.music else "")
+    return ""
+
+
 def _up_steps(ad: ServerAd, address: str, s: Settings, env) -> list[Action]:
     steps: list[Action] = [RunHook("pre_mount", env)]
     steps += _mount_steps(ad, address, s)
     steps += [
-        SetMpdConf(address, ad.mpd_port, nfs_url(ad, address) if s.mount_mode == "mpd" else ""),
+        SetMpdConf(address, ad.mpd_port, music_directory(ad, address, s)),
         StartMpd(),
         RunHook("post_mount", env),
         Notify("On"),

@@ -8,7 +8,7 @@ DEMO_PACKAGES="iproute2 util-linux iputils-ping mpd mpc sox daemontools
   nfs-ganesha nfs-ganesha-vfs rpcbind libnfs-utils"
 # What the tests use: real peers and components, the second (PyPI) Python stack, packaging.
 TEST_PACKAGES="python3-pytest python3-hypothesis python3-venv python3-dev gcc
-  avahi-daemon avahi-utils dbus ucspi-tcp autofs rsync at nftables flac vorbis-tools tcpdump
+  avahi-daemon avahi-utils dbus ucspi-tcp autofs nfs-common rsync at nftables flac vorbis-tools tcpdump
   systemd man-db debhelper dh-python pybuild-plugin-pyproject python3-all
   python3-setuptools lintian debootstrap fakeroot dpkg-dev make"
 

@@ -15,7 +15,7 @@ import logging
 import signal
 import time
 
-from pistop_mdns import auth, channel, config, core, mdns, statefile, txt
+from pistop_mdns import auth, channel, config, core, fresh, mdns, statefile, txt
 from pistop_mdns.apply import Applier, DryRun, Facts
 from pistop_mdns.config import Config
 from pistop_mdns.model import (
@@ -62,6 +62,7 @@ def settings(cfg: Config, networks: tuple[str, ...], keyed: bool) -> core.Settin
         backup=c.backup_after_bringup and bool(cfg.backup.paths),
         local_networks=networks,
         prefer_ipv6=c.prefer_ipv6,
+        set_music_directory=c.set_music_directory,
     )
 
 
@@ -264,6 +265,9 @@ class Client:
 
 
 def run(cfg: Config, *, dry_run: bool) -> int:
+    status = fresh.prepare(cfg, dry_run=dry_run)
+    if status:
+        return status
     key = auth.configured_key(cfg)
     if dry_run:
         applier: Applier = DryRun(cfg.general.hostname)

@@ -64,6 +64,7 @@ SUPERVISE_START_WAIT = 15.0
 RUNNING_FOR = 2
 START_WAIT = 30.0
 PISTOP_COPY_DIR = "/etc/pistop-mdns/from-pistop"  # systemd: the old services' variables, as an envdir
+AUTOFS_RELEASE_WAIT = 15.0  # --remove: for a reloaded automount to let go of a removed map's mount point
 _UP_SECONDS = re.compile(r"^up \(pid \d+\) (\d+) seconds?")
 
 
@@ -124,6 +125,10 @@ NotifyAccess=main
 ExecStart={exec_start}
 Restart=on-failure
 RestartSec=5s
+# Exit status 2 is a configuration error, written to the journal (and shown by
+# `systemctl status`): a restart cannot mend it, so the unit stays stopped
+# until it is fixed and the unit started again.
+RestartPreventExitStatus=2
 # On SIGTERM it tells the clients why it stops and sends the goodbyes, then
 # exits 0 within about a second; the rest is margin for a slow network.
 TimeoutStopSec=30s
@@ -166,6 +171,10 @@ NotifyAccess=main
 ExecStart={exec_start}
 Restart=on-failure
 RestartSec=5s
+# Exit status 2 is a configuration error, written to the journal (and shown by
+# `systemctl status`): a restart cannot mend it, so the unit stays stopped
+# until it is fixed and the unit started again.
+RestartPreventExitStatus=2
 # With teardown_on_exit it stops mpd and unmounts the share before it exits
 # (unmount retries, hooks): give it the time.
 TimeoutStopSec=90s
@@ -948,8 +957,12 @@ def run(cfg: Config, role: str, *, init: str | None, remove: bool, dry_run: bool
             log.error("--remove and --from-pistop: fix: give one of them")
             return 2
         if daemontools:
-            return installer.remove_daemontools(role, cfg.general.service_dir)
-        return installer.remove_systemd(role)
+            status = installer.remove_daemontools(role, cfg.general.service_dir)
+        else:
+            status = installer.remove_systemd(role)
+        if role == "client" and status == 0:
+            status = undo_board_setup(cfg, installer)
+        return status
     old = None
     if from_pistop is not None:
         old = old_service(cfg, role, from_pistop, installer, envdir=envdir, daemontools=daemontools)
@@ -962,6 +975,11 @@ def run(cfg: Config, role: str, *, init: str | None, remove: bool, dry_run: bool
         if refusal:
             log.error("%s", refusal)
             return 2
+        if installer.live and role in ("server", "client"):
+            problem = check_role(cfg, role)
+            if problem:
+                log.error("%s; nothing was installed (the %s would stop at once with this error)", problem, role)
+                return 2
     program = program_path()
     if program == PROGRAM and not os.path.exists(PROGRAM):
         log.warning("pistop-mdns is not on PATH: the service will run %s; install the package", PROGRAM)
@@ -1011,19 +1029,117 @@ def old_service(cfg: Config, role: str, given: str, installer: Installer, *, env
         log.error("--from-pistop stops and starts services of the running system: under systemd it cannot be "
                   "combined with --root; fix: run it on that system")
         return None
-    try:
-        if role == "server":
-            from pistop_mdns import derive
-
-            derive.server(cfg)
-        elif role == "client":
-            from pistop_mdns import derive
-
-            derive.client(cfg)
-    except config.ConfigError as e:
-        log.error("%s; nothing was changed", e)
+    problem = check_role(cfg, role)
+    if problem:
+        log.error("%s; nothing was changed", problem)
         return None
     return old
+
+
+def check_role(cfg: Config, role: str) -> str | None:
+    """The configuration error the role's service would stop with at start, or None.
+
+    The service exits 2 on it and its unit does not restart
+    (RestartPreventExitStatus=2); checking here, with the configuration the
+    service will be given, names the error before anything is installed, on
+    any service manager, without waiting for a journal. For a client it also
+    says what the client will guess and set up on this board.
+    """
+    from pistop_mdns import derive, fresh
+
+    try:
+        if role == "server":
+            derive.server(cfg)
+        elif role == "client":
+            checked = fresh.client(cfg)
+            source = checked.sources[("client", "mount_mode")]
+            if source.startswith(("derived", fresh.GUESSED)):
+                log.info("the client will use mount_mode %s (%s)", checked.client.mount_mode, source)
+            entries = fresh.needs(checked, fresh.look(checked))
+            if entries:
+                log.info("on this board nobody configured, the client %s; %s",
+                         fresh.summary(checked, entries, done=False), fresh.REMOVE_HINT)
+    except config.ConfigError as e:
+        return str(e)
+    return None
+
+
+def mounts_at(target: str, mountinfo: str = "/proc/self/mountinfo") -> list[str]:
+    """File system types mounted at `target`, autofs triggers included, topmost last."""
+    from pistop_mdns.machine import parse_mountinfo
+
+    try:
+        with open(mountinfo) as f:
+            entries = parse_mountinfo(f.read())
+    except OSError:
+        return []
+    # mountinfo holds resolved paths; only the parent is resolved, as machine.py does.
+    parent, name = os.path.split(os.path.normpath(target))
+    where = os.path.join(os.path.realpath(parent), name)
+    return [e.fstype for e in entries if e.target == where]
+
+
+def undo_board_setup(cfg: Config, installer: Installer) -> int:
+    """What the client created or changed on a board nobody configured (fresh.RECORD), taken back."""
+    from pistop_mdns import fresh
+    from pistop_mdns.services import Services
+
+    services = Services(cfg, installer.runner)
+
+    def restart_mpd() -> None:
+        if installer.dry_run or not installer.live:
+            if installer.live:
+                installer.echo("would restart mpd, if it runs, on the restored mpd.conf")
+            return
+        if services.is_running("mpd"):
+            outcome = services.restart("mpd")
+            (log.info if outcome.ok else log.warning)("restart mpd on the restored mpd.conf: %s", outcome.detail)
+
+    def reload_autofs() -> None:
+        if installer.dry_run or not installer.live:
+            if installer.live:
+                installer.echo("would reload autofs, if it runs, so it lets go of the share")
+            return
+        if services.is_running("autofs"):
+            outcome = services.reload("autofs")
+            (log.info if outcome.ok else log.warning)("reload autofs without the removed map: %s", outcome.detail)
+
+    reloaded: list[bool] = []
+
+    def reload_and_note() -> None:
+        reloaded.append(True)
+        reload_autofs()
+
+    def unmount(target: str) -> None:
+        # /proc/self/mountinfo, never a look at the directory: that would make
+        # autofs mount it again, and could hang on a server that is gone.
+        if not installer.live or installer.dry_run:
+            return
+        deadline = time.monotonic() + AUTOFS_RELEASE_WAIT
+        while reloaded and mounts_at(target) and time.monotonic() < deadline:
+            time.sleep(0.2)  # a reloaded automount lets go of the mount point by itself
+        for _ in range(3):  # the share, then an autofs trigger under it
+            if not mounts_at(target):
+                return
+            # Lazily: the share of a server that is gone must not hold the removal.
+            installer.command(commands.umount(target, lazy=True), timeout=30)
+
+    try:
+        done = fresh.undo(installer.root, dry_run=installer.dry_run, echo=installer.echo, restart_mpd=restart_mpd,
+                          reload_autofs=reload_and_note, unmount=unmount)
+    except (OSError, files.FileFormatError) as e:
+        log.error("cannot take back what the client set up (%s): %s; fix: see that file's entries",
+                  installer.at(fresh.RECORD), getattr(e, "strerror", None) or e)
+        return 1
+    if done is None or installer.dry_run:
+        return 0
+    if done.restored:
+        log.info("restored %s as it was before pistop-mdns changed it", ", ".join(installer.at(p) for p in done.restored))
+    if done.removed:
+        log.info("removed what pistop-mdns had created: %s", ", ".join(installer.at(p) for p in done.removed))
+    for left in done.left:
+        log.warning("left %s; fix: remove it yourself when it is no longer needed", installer.at(left))
+    return 0
 
 
 def conflict(cfg: Config, role: str, installer: Installer) -> str | None:

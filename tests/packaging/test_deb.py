@@ -10,6 +10,7 @@ order: the last one purges the package.
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 import shutil
@@ -115,8 +116,9 @@ def test_depends_come_from_pyproject_as_debian_python_packages(built):
     assert fields["Architecture"] == "all"
     for package in PYTHON_DEPS:
         assert any(d.split()[0] == package for d in depends), f"{package} not in Depends: {fields['Depends']}"
-    assert fields["Recommends"] == "mpd, autofs | nfs-common, rsync, at"
-    assert fields["Suggests"] == "avahi-utils, uhubctl, daemontools"
+    # What a room board plays and mounts with (a board without them is told what it lacks).
+    assert fields["Recommends"] == "mpd, autofs, nfs-common, rsync, at"
+    assert fields["Suggests"] == "mpc, libnfs-utils, avahi-utils, uhubctl, daemontools"
 
 
 def test_lintian_reports_no_errors_and_no_warnings(built):
@@ -285,6 +287,50 @@ def test_browse_from_the_installed_root_sees_a_server_on_the_lan(root, make_lan)
     found = json.loads(browse.stdout)
     assert [(s["instance"], s["addresses"], s["export"], s["mpd_port"]) for s in found] == [
         ("musicpi", [lan["musicpi"].address], "/srv/music", 6600)], found
+
+
+# Left out of the before/after comparison: dpkg's and apt's own state, and what belongs to
+# the package itself (its conffile, its state directory, deb-systemd-helper's notes on its units).
+BOARD_LISTING = (
+    "find /etc /var/lib -path /var/lib/dpkg -prune -o -path /var/lib/apt -prune -o -path /var/lib/systemd -prune "
+    "-o -path /etc/pistop-mdns -prune -o -path /var/lib/pistop-mdns -prune -o -printf '%p %y %m %U:%G %l\\n' "
+    "| sort; find /etc -path /etc/pistop-mdns -prune -o -type f -exec sha256sum {} + | sort")
+BRING_UP = """
+from pistop_mdns import config, files, fresh
+cfg = fresh.client(config.load())
+files.atomic_write(cfg.client.autofs_map, files.rewrite_autofs_map(
+    files.read_text(cfg.client.autofs_map), cfg.client.autofs_key, location="198.18.0.11:/srv/music",
+    options=cfg.client.autofs_options))
+files.atomic_write(cfg.client.mpd_conf, files.rewrite_mpd_conf(
+    files.read_text(cfg.client.mpd_conf), proxy_host="198.18.0.11", proxy_port=6600,
+    music_directory=cfg.client.mountpoint + "/Music", add_proxy_block=True, drop_db_file=True))
+"""
+
+
+def test_purge_takes_back_what_the_client_set_up_on_a_board_nobody_configured(root):
+    """Debian's mpd.conf, autofs and nfs-common (stand-ins: the root has only the Depends), the
+    client's set-up at its start and a bring-up's writes; then `apt purge` leaves /etc as it was,
+    and the .deb installs again offline (--no-install-recommends, its Depends present)."""
+    debian_conf = Path("/etc/mpd.conf")
+    if not debian_conf.is_file():
+        pytest.fail("this test copies Debian's /etc/mpd.conf from this machine; fix: apt-get install mpd")
+    shutil.copyfile(debian_conf, root.path / "etc/mpd.conf")
+    root.sh("chmod 640 /etc/mpd.conf && mkdir -p /var/lib/mpd/music /etc/auto.master.d && "
+            "for p in /usr/sbin/automount /usr/sbin/mount.nfs4; do printf '#!/bin/sh\\n' > $p; chmod 755 $p; done")
+    before = root.sh(BOARD_LISTING).stdout
+    prepared = root.sh("python3 -c 'import logging, sys; logging.basicConfig(level=logging.INFO, stream=sys.stdout)\n"
+                       "from pistop_mdns import config, fresh\n"
+                       "sys.exit(fresh.prepare(fresh.client(config.load()), dry_run=False))'").stdout
+    assert "set up for autofs: created /etc/auto.master.d/mpd.autofs, /etc/autofs.mounts, /var/lib/mpd/MDrive" \
+        in prepared
+    root.sh(f"python3 -c '{BRING_UP}'")
+    assert 'host "198.18.0.11"' in root.sh("cat /etc/mpd.conf").stdout
+    assert root.sh(BOARD_LISTING).stdout != before
+    root.sh("apt-get purge -y -q pistop-mdns", timeout=300)
+    after = root.sh(BOARD_LISTING).stdout
+    assert after == before, "".join(difflib.unified_diff(before.splitlines(True), after.splitlines(True)))
+    root.sh(f"unshare --net apt-get install -y -q --no-install-recommends {DEB_IN_ROOT}", timeout=300)
+    assert root.sh("pistop-mdns --version").stdout.strip() == f"pistop-mdns, version {VERSION}"
 
 
 def test_purge_leaves_no_file_behind(root):
