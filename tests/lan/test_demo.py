@@ -148,7 +148,7 @@ def test_full_demo_plays_music_in_the_rooms_and_leaves_nothing_behind():
         r"kitchen  would power off now",
         r"bedroom  would power off now",
         r"musicpi  all 2 client\(s\) are down: ",
-        r"musicpi  shutdown: stop mpd: done \(svc -d .*/musicpi/service/mpd\)",
+        r"musicpi  shutdown: stop mpd \(daemontools\): done \(svc -d .*/musicpi/service/mpd: down ",
         r"musicpi  would power off now \(`pistop-mdns shutdown` exited with status 0",
         r"bedroom  `pistop-mdns client` exited with status 0",
         rf"left behind: nothing \(no {prefix}\d+-\* namespace",
