@@ -30,6 +30,7 @@ import signal
 import sys
 import tempfile
 import time
+from operator import attrgetter
 from pathlib import Path
 
 from common import ENV, Lines, loop_wakeups, mdns_bound, measure, pm, stacks
@@ -169,11 +170,11 @@ def print_report(results, minutes, flaps, trace, ups, flap_seconds, rcs, traceba
             out.append("-" if w is None else fmt(w, results[p]["loops"].get(key)))
         return " | ".join(out)
 
-    def ratio(den) -> str:
+    def ratio(value, den) -> str:
         out = []
         for p in PHASES:
-            a, b = results[p]["windows"]["board"].ticks, den(p)
-            out.append(f"{a / b:.2f}" if b else ("1.00" if a == b else "inf"))
+            a, b = value(results[p]["windows"]["board"]), den(p)
+            out.append(f"{a / b:.2f}" if b else "n/a (baseline 0)")
         return " | ".join(out)
 
     print(f"## Idle ({stacks()})\n")
@@ -182,15 +183,21 @@ def print_report(results, minutes, flaps, trace, ups, flap_seconds, rcs, traceba
     print(head)
     for key, name in ROWS:
         print(f"| {name} | " + cells(key, lambda w, _: f"{w.ticks} ({w.cpu_percent:.2f} %)") + " |")
+    ticks = attrgetter("ticks")
     print("| board / board before any server | " +
-          ratio(lambda p: results["before"]["windows"]["board"].ticks) + " |")
+          ratio(ticks, lambda p: results["before"]["windows"]["board"].ticks) + " |")
     print("| board / mDNS-only board, same phase | " +
-          ratio(lambda p: results[p]["windows"]["mdns"].ticks) + " |")
+          ratio(ticks, lambda p: results[p]["windows"]["mdns"].ticks) + " |")
     print(f"\nWake-ups per second over the same {seconds:g} s: voluntary context switches summed over "
           f"the threads (every sleep that ended):\n")
     print(head)
     for key, name in ROWS:
         print(f"| {name} | " + cells(key, lambda w, _: f"{w.wakeups_per_s:.2f}") + " |")
+    per_s = attrgetter("wakeups_per_s")
+    print("| board / board before any server | " +
+          ratio(per_s, lambda p: results["before"]["windows"]["board"].wakeups_per_s) + " |")
+    print("| board / mDNS-only board, same phase | " +
+          ratio(per_s, lambda p: results[p]["windows"]["mdns"].wakeups_per_s) + " |")
     print(f"\nThe event loop's wake-ups, from `strace -f -e trace=epoll_wait` over the next {trace:g} s: "
           f"epoll_wait calls that could sleep, per second; of those, the ones a timer ended (no "
           f"event); the shortest timeout asked for:\n")

@@ -53,21 +53,25 @@ LIMIT = 120.0  # any one bring-up or tear-down
 SETTLE = 10.0  # after the boards started, and after all are up: announcements and queries over
 TAIL = 3.0  # after the last server exited: the last goodbyes and queries
 DOWN_LINE = r"would tell the server this board is down"
+CHANNEL_PORT = 5555  # the server's default
+CONNECTED = r"^client \S+ \(.*\) connected"
 
 
 class Switch:
-    """mDNS traffic through the LAN's bridge: an nftables counter on the bridge's
-    prerouting hook (each frame once, as it enters), and tcpdump on br0."""
+    """Traffic through the LAN's bridge: nftables counters on the bridge's prerouting
+    hook (each frame once, as it enters) for mDNS and for the liveness channel, and
+    tcpdump on br0 for mDNS."""
 
     TABLE = "mdnscount"
+    RULES = (("mdns", "udp sport 5353"), ("mdns", "udp dport 5353 udp sport != 5353"),
+             ("channel", f"tcp sport {CHANNEL_PORT}"), ("channel", f"tcp dport {CHANNEL_PORT}"))
 
     def __init__(self, lan: Lan, tmp: Path, lifetime: float):
         self.ns = lan.bridge
         self._nft("add", "table", "bridge", self.TABLE)
         self._nft("add", "chain", "bridge", self.TABLE, "pre", "{ type filter hook prerouting priority 0; }")
-        self._nft("add", "rule", "bridge", self.TABLE, "pre", "udp", "sport", "5353", "counter")
-        self._nft("add", "rule", "bridge", self.TABLE, "pre", "udp", "dport", "5353", "udp", "sport", "!=",
-                  "5353", "counter")
+        for kind, match in self.RULES:
+            self._nft("add", "rule", "bridge", self.TABLE, "pre", *match.split(), "counter", "comment", kind)
         self.pcap = tmp / "mdns.pcap"
         self.tcpdump = subprocess.Popen(
             ["ip", "netns", "exec", self.ns, "timeout", str(int(lifetime)), "tcpdump", "-i", "br0", "-n",
@@ -82,16 +86,17 @@ class Switch:
         return subprocess.run(["ip", "netns", "exec", self.ns, "nft", *args], check=True, capture_output=True,
                               text=True, timeout=10).stdout
 
-    def mark(self) -> tuple[float, int, int]:
-        """(wall-clock time, packets, bytes) so far."""
-        packets = octets = 0
+    def mark(self) -> tuple[float, dict[str, tuple[int, int]]]:
+        """(wall-clock time, {"mdns"/"channel": (packets, bytes)}) so far."""
+        seen = {"mdns": (0, 0), "channel": (0, 0)}
         for line in self._nft("list", "table", "bridge", self.TABLE).splitlines():
             words = line.split()
-            if "counter" in words:
+            if "counter" in words and "comment" in words:
                 i = words.index("counter")
-                packets += int(words[i + 2])
-                octets += int(words[i + 4])
-        return time.time(), packets, octets
+                kind = words[words.index("comment") + 1].strip('"')
+                packets, octets = seen[kind]
+                seen[kind] = (packets + int(words[i + 2]), octets + int(words[i + 4]))
+        return time.time(), seen
 
     def multicast(self, since: float, until: float) -> int:
         """Packets tcpdump saw on br0 between two wall-clock times."""
@@ -193,8 +198,13 @@ def scenario(lan: Lan, switch: Switch, tmp: Path, title: str, boards: list[str],
     before = {k: Usage(pid) for k, pid in watched.items()}
     time.sleep(seconds)
     windows = {k: Window(before[k], Usage(pid)) for k, pid in watched.items()}
-    channels = {s: count(sl, r"^client \S+ \(.*\) connected") - count(sl, r"^client \S+ \(.*\) disconnected")
+    channels = {s: count(sl, CONNECTED) - count(sl, r"^client \S+ \(.*\) disconnected")
                 for s, sl in server_lines.items()}
+    connected = []
+    for sl in server_lines.values():
+        with sl.lock:
+            connected += [stamp for stamp, line in sl.lines if re.search(CONNECTED, line)]
+    all_channels = max(connected) - began if connected and sum(channels.values()) == len(boards) else None
 
     print(f"{title}: stopping the servers", file=sys.stderr)
     marks.append(switch.mark())  # tear-down
@@ -217,11 +227,14 @@ def scenario(lan: Lan, switch: Switch, tmp: Path, title: str, boards: list[str],
     stop_all(lan, procs)
     periods = {}
     names = ("boards starting", "bring-up", "steady", "tear-down")
-    for name, (t0, p0, b0), (t1, p1, b1) in zip(names, marks, marks[1:]):
-        periods[name] = {"seconds": t1 - t0, "packets": p1 - p0, "bytes": b1 - b0,
-                         "multicast": switch.multicast(t0, t1)}
+    for name, (t0, c0), (t1, c1) in zip(names, marks, marks[1:]):
+        periods[name] = {"seconds": t1 - t0, "packets": c1["mdns"][0] - c0["mdns"][0],
+                         "bytes": c1["mdns"][1] - c0["mdns"][1], "multicast": switch.multicast(t0, t1),
+                         "channel": c1["channel"][0] - c0["channel"][0],
+                         "channel_bytes": c1["channel"][1] - c0["channel"][1]}
     return {"title": title, "boards": len(boards), "servers": servers, "ups": ups, "downs": downs,
-            "periods": periods, "windows": windows, "channels": channels, "rcs": rcs, "refused": refused,
+            "periods": periods, "windows": windows, "channels": channels, "all_channels": all_channels,
+            "rcs": rcs, "refused": refused,
             "reconnects": reconnects, "tracebacks": tracebacks, "mdns_only": mdns_only}
 
 
@@ -266,21 +279,24 @@ def report(results, n_boards, n_servers, seconds, lan_hosts, setup, elapsed) -> 
     print(f"## Scale ({stacks()})\n")
     print(f"One LAN of {lan_hosts} hosts ({n_servers} servers, {n_boards} boards), set up in {setup:.0f} s; "
           f"whole run {elapsed / 60:.1f} min.\n")
-    print("Servers started -> boards up (\"up with\"; mDNS only: every server's record listed), and "
-          "SIGTERM to the servers -> boards down (tear-down done; mDNS only: every goodbye seen):\n")
-    print("| scenario | boards | up p50 | up p95 | all up | down p50 | down p95 | all down |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("Servers started -> boards up (\"up with\"; mDNS only: every server's record listed) and -> "
+          "the last board's channel connected (the servers' \"client ... connected\" lines); SIGTERM to "
+          "the servers -> boards down (tear-down done; mDNS only: every goodbye seen):\n")
+    print("| scenario | boards | up p50 | up p95 | all up | all channels up | down p50 | down p95 | all down |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in results:
+        channels = "-" if r["mdns_only"] else ("not all" if r["all_channels"] is None else f"{r['all_channels']:.2f} s")
         print(f"| {r['title']} | {r['boards']} | {seconds_cell(r['ups'], 50)} | {seconds_cell(r['ups'], 95)} | "
-              f"{seconds_cell(r['ups'], None)} | {seconds_cell(r['downs'], 50)} | "
+              f"{seconds_cell(r['ups'], None)} | {channels} | {seconds_cell(r['downs'], 50)} | "
               f"{seconds_cell(r['downs'], 95)} | {seconds_cell(r['downs'], None)} |")
     print(f"\nmDNS on the switch (UDP port 5353, every frame once as it enters the bridge; IP bytes), "
           f"per period: packets, KiB, packets/s. Periods: boards starting (-> servers started, "
           f"{SETTLE:g} s of settling included), bring-up (-> all up + {SETTLE:g} s), steady, tear-down "
           f"(-> all down and the servers exited, + {TAIL:g} s):\n")
     names = list(results[0]["periods"])
-    print("| scenario | " + " | ".join(names) + " | multicast seen on br0 (tcpdump) / counted |")
-    print("|---|" + "---|" * (len(names) + 1))
+    print("| scenario | " + " | ".join(names) + " | multicast seen on br0 (tcpdump) / counted | "
+          "liveness channel (TCP), steady |")
+    print("|---|" + "---|" * (len(names) + 2))
     for r in results:
         cells = []
         for name in names:
@@ -288,7 +304,10 @@ def report(results, n_boards, n_servers, seconds, lan_hosts, setup, elapsed) -> 
             cells.append(f"{p['packets']}, {p['bytes'] / 1024:.1f} KiB, {p['packets'] / p['seconds']:.1f}/s")
         counted = sum(p["packets"] for p in r["periods"].values())
         seen = sum(p["multicast"] for p in r["periods"].values())
-        print(f"| {r['title']} | " + " | ".join(cells) + f" | {seen} / {counted} |")
+        steady = r["periods"]["steady"]
+        print(f"| {r['title']} | " + " | ".join(cells) + f" | {seen} / {counted} | "
+              f"{steady['channel'] / steady['seconds']:.1f} packets/s, "
+              f"{steady['channel_bytes'] / 1024 / steady['seconds']:.2f} KiB/s |")
     print(f"\nServers over the steady window ({seconds:g} s, all boards up): channels (connected boards), "
           f"CPU ticks (100 = one second of one core) and % of one core, wake-ups/s (voluntary context "
           f"switches), resident memory; boards: mean and max ticks, mean RSS:\n")
