@@ -56,7 +56,11 @@ log = logging.getLogger(__name__)
 MAX_LINE = 4096
 HANDSHAKE_TIMEOUT = 5.0
 CONNECT_TIMEOUT = 3.0
-MAX_PENDING = 16  # connections still in their handshake, per listener
+# Handshakes run at most MAX_PENDING at a time; further connections wait their
+# turn (a house of 50 boards all dialling at once is normal after a restart),
+# and past MAX_WAITING not yet through their handshake are closed at once.
+MAX_PENDING = 16
+MAX_WAITING = 256
 MAX_RECORD = 1300  # bytes of TXT in a hello, as in an mDNS packet
 RESOLVE_TIMEOUT = 5.0
 RESOLVE_BACKOFF_MAX = 30.0
@@ -544,7 +548,8 @@ class Listener:
         self.clients: dict[int, ClientInfo] = {}
         self._server: asyncio.base_events.Server | None = None
         self._ids = 0
-        self._pending = 0
+        self._waiting = 0
+        self._handshakes = asyncio.Semaphore(MAX_PENDING)
         self.notice: str | None = None
 
     async def start(self, port: int, host: str | list[str] | None = None) -> int:
@@ -593,11 +598,18 @@ class Listener:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
         address = plain_address(peer[0]) if peer else "?"
-        if self._pending >= MAX_PENDING:
-            log.info("channel: %s: too many connections in their handshake; closed", address)
+        if self._waiting >= MAX_WAITING:
+            log.info("channel: %s: too many connections not through their handshake; closed", address)
             writer.close()
             return
-        self._pending += 1
+        self._waiting += 1
+        try:
+            await asyncio.wait_for(self._handshakes.acquire(), HANDSHAKE_TIMEOUT)
+        except asyncio.TimeoutError:
+            self._waiting -= 1
+            log.info("channel: %s: no handshake slot within %g s; closed", address, HANDSHAKE_TIMEOUT)
+            writer.close()
+            return
         try:
             session, client = await asyncio.wait_for(self._handshake(reader, writer, address),
                                                      2 * HANDSHAKE_TIMEOUT)
@@ -607,7 +619,8 @@ class Listener:
             writer.close()
             return
         finally:
-            self._pending -= 1
+            self._handshakes.release()
+            self._waiting -= 1
         self._ids += 1
         cid = self._ids
         info = ClientInfo(client, address, time.time(), time.monotonic(),

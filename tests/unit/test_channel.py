@@ -322,19 +322,27 @@ def test_odd_messages_in_a_session_end_it_and_the_follower_reconnects():
     run(scenario())
 
 
-def test_the_listener_caps_connections_still_in_their_handshake():
+def test_handshakes_beyond_the_limit_wait_their_turn_and_idle_ones_are_bounded(monkeypatch):
+    monkeypatch.setattr(channel, "MAX_WAITING", channel.MAX_PENDING + 2)
+
     async def scenario():
         listener = channel.Listener("musicpi", KEY, heartbeat=10)
         port = await listener.start(0, "127.0.0.1")
         idle = [await asyncio.open_connection("127.0.0.1", port) for _ in range(channel.MAX_PENDING)]
         for reader, _ in idle:
             await reader.readline()  # each got its hello and says nothing
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        assert await asyncio.wait_for(reader.read(), 5) == b""  # one too many: closed at once
-        for _, w in idle:
+        # a board dialling now waits for a slot instead of being turned away
+        waiting = asyncio.ensure_future(channel.connect("127.0.0.1", port, name="kitchen", key=KEY))
+        await asyncio.sleep(0.3)
+        assert not waiting.done()
+        idle[0][1].close()  # one slot frees up: the waiting board gets through
+        session, _ = await asyncio.wait_for(waiting, 5)
+        # past MAX_WAITING not yet through, a connection is closed at once
+        extra = [await asyncio.open_connection("127.0.0.1", port) for _ in range(3)]  # 15 idle + 3 = 18
+        reader, _ = await asyncio.open_connection("127.0.0.1", port)
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        for _, w in idle[1:] + extra:
             w.close()
-        await asyncio.sleep(0.2)
-        session, _ = await channel.connect("127.0.0.1", port, name="kitchen", key=KEY)  # room again
         await session.close()
         await listener.close()
 
