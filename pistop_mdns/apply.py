@@ -76,8 +76,8 @@ def describe_action(action: Action) -> str:
             return f"point mpd.conf's proxy at {host}:{port}" + (f", music_directory {music}" if music else "")
         case StartMpd():
             return "start mpd (restart it if mpd.conf changed)"
-        case StopService(service=service):
-            return f"stop {service}"
+        case StopService(service=service, wait=wait):
+            return f"stop {service}" if wait else f"ask {service} to stop (not waiting)"
         case Notify(message=message):
             return f"notify the LCD/desktop: {message}"
         case ReportState(state=state):

@@ -146,6 +146,7 @@ class _Target:
     known: Known | None
     why: str = ""
     power_off: bool = False
+    unreachable: bool = False  # the server left without a word: it cannot answer an unmount
 
 
 # ---------------------------------------------------------------- helpers
@@ -219,6 +220,7 @@ def _target(state: State, at: float, s: Settings) -> _Target:
                 None,
                 f"server {_short(k)} silent for {s.dead_time:g} s (crashed or unplugged)",
                 s.power_off and s.poweroff_on_crash,
+                unreachable=True,
             )
         if k.announced == STATE_RESTART:
             since = k.announced_at if k.announced_at is not None else at
@@ -231,7 +233,7 @@ def _target(state: State, at: float, s: Settings) -> _Target:
                 return _Target(k)
             if at - gone < s.gone_hold:
                 return _Target(k)
-            return _Target(None, f"server {_short(k)} withdrew its record")
+            return _Target(None, f"server {_short(k)} withdrew its record", unreachable=True)
         return _Target(k)
     candidates = [k for k in state.servers.values() if _is_candidate(k, state, at, s)[0]]
     if not candidates:
@@ -352,10 +354,35 @@ def _unmount_steps(s: Settings, lazy: bool) -> list[Action]:
     return steps
 
 
-def _tear_down_steps(ad: ServerAd | None, address: str, reason: str, power_off: bool, s: Settings) -> list[Action]:
+def _unreachable_unmount_steps(s: Settings, lazy: bool) -> list[Action]:
+    """The share of a server that cannot answer, in the order a real kernel needs.
+
+    mpd may be stuck reading the share, and automount's own unmount of it
+    hangs: a stop that waits for either would hold the tear-down. So both are
+    asked to stop first (automount, shutting down, mounts nothing new), the
+    share is detached without waiting for the server, and only then does
+    autofs stop, within a second or two. mpd stops when its read gives up.
+    """
+    steps: list[Action] = [StopService("mpd", wait=False)]
+    if s.mount_mode == "mpd":
+        return steps
+    if s.mount_mode == "autofs":
+        steps.append(StopService("autofs", wait=False))
+    steps.append(Unmount(s.mountpoint, lazy=lazy, unreachable=True))
+    if s.mount_mode == "autofs":
+        steps.append(StopService("autofs"))
+    return steps
+
+
+def _tear_down_steps(ad: ServerAd | None, address: str, reason: str, power_off: bool, s: Settings,
+                     unreachable: bool = False) -> list[Action]:
     env = hook_env(ad, address, reason) if ad else (("PISTOP_REASON", reason),)
-    steps: list[Action] = [RunHook("pre_unmount", env), StopService("mpd")]
-    steps += _unmount_steps(s, lazy=power_off and s.force_umount)
+    steps: list[Action] = [RunHook("pre_unmount", env)]
+    lazy = power_off and s.force_umount
+    if unreachable:
+        steps += _unreachable_unmount_steps(s, lazy)
+    else:
+        steps += [StopService("mpd"), *_unmount_steps(s, lazy)]
     steps += [
         RunHook("post_unmount", env),
         Notify("PowerOff" if power_off else "MusicOff"),
@@ -390,11 +417,13 @@ def _retarget_steps(ad: ServerAd, address: str, s: Settings) -> list[Action]:
 def describe(plan: Plan, address: str | None, s: Settings) -> str:
     """The one journal line that says what the client is about to do and why."""
     if plan.kind == TEAR_DOWN:
-        what = ["stop mpd"]
-        if s.mount_mode != "mpd":
-            what.append(f"unmount {s.mountpoint}" + (" (lazy)" if any(isinstance(a, Unmount) and a.lazy for a in plan.actions) else ""))
-        if s.mount_mode == "autofs":
-            what.append("stop autofs")
+        what = []  # in the plan's order
+        for a in plan.actions:
+            if isinstance(a, StopService):
+                what.append(f"stop {a.service}" if a.wait else f"ask {a.service} to stop")
+            elif isinstance(a, Unmount):
+                how = " (not waiting for the server)" if a.unreachable else " (lazy)" if a.lazy else ""
+                what.append(f"unmount {a.target}{how}")
         if plan.power_off:
             what.append("sync and power off")
         return f"{s.hostname}: {plan.why} -> " + ", ".join(what)
@@ -568,7 +597,7 @@ def step(state: State, event: Event, s: Settings) -> tuple[State, Plan | None, l
             else:
                 why = target.why or "no server to follow"
                 address = state.applied_address or ""
-            actions = _tear_down_steps(applied, address, why, target.power_off, s)
+            actions = _tear_down_steps(applied, address, why, target.power_off, s, target.unreachable)
             state, plan = _new_plan(state, TEAR_DOWN, applied, actions, why, target.power_off)
             state = replace(state, phase=TEARING_DOWN, following=None, mounted_at_start=False)
             notes.append(describe(plan, address, s))

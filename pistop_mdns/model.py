@@ -187,8 +187,12 @@ class Mount:
 
 @dataclass(frozen=True)
 class Unmount:
+    """Unmount `target`; `unreachable`: the server cannot answer (silent, or gone
+    without a word), so the mount is detached at once and nobody waits for it."""
+
     target: str
     lazy: bool = False
+    unreachable: bool = False
     required: bool = False
 
 
@@ -225,7 +229,11 @@ class StartMpd:
 
 @dataclass(frozen=True)
 class StopService:
+    """Stop a service; `wait` False: ask it to stop and go on (a stop that can
+    finish only after a later step, or that may be stuck on a dead share)."""
+
     service: str  # "mpd" or "autofs": the executor maps it to the configured unit
+    wait: bool = True
     required: bool = False
 
 
