@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import ENV, REPO, Output, need, need_root, pm_argv
-from tests.packaging.support import CLEAN_PATH, FreshRoot, copy_checkout, debian_mirror, remove_tree, run
+from tests.packaging.support import CLEAN_PATH, FreshRoot, build_deb, debian_mirror, remove_tree, run
 
 pytestmark = pytest.mark.packaging
 
@@ -54,23 +54,13 @@ def workdir():
 @pytest.fixture(scope="module")
 def built(workdir):
     """Build the binary package from a copy of the working tree, offline."""
-    src = copy_checkout(workdir)
-    if not (src / "contrib/pistop-mdns.toml").is_file():
+    if not (REPO / "contrib/pistop-mdns.toml").is_file():
         pytest.fail("contrib/pistop-mdns.toml is missing (the example configuration the package ships); "
                     "fix: pistop-mdns config example > contrib/pistop-mdns.toml")
-    # `unshare --net`: a network namespace with only loopback proves the build is offline
-    # (the unit tests talk to 127.0.0.1, as they may on Debian's build daemons).
-    # A clean PATH: a pyenv or venv python3 on PATH must not stand in for Debian's.
-    result = run(["unshare", "--net", "sh", "-c", "ip link set lo up && exec dpkg-buildpackage -us -uc -b"],
-                 cwd=src, timeout=900,
-                 env={"PATH": CLEAN_PATH, "HOME": str(workdir), "LANG": "C.UTF-8"},
-                 what="dpkg-buildpackage -us -uc -b (offline)")
-    deb = workdir / DEB_NAME
-    changes = sorted(workdir.glob(f"pistop-mdns_{DEB_VERSION}_*.changes"))
-    assert deb.is_file(), f"no {DEB_NAME} after the build:\n{result.stdout[-3000:]}"
-    assert len(changes) == 1, f"expected one .changes file, found {changes}"
+    deb, changes = build_deb(workdir)
+    assert deb.name == DEB_NAME, f"built {deb.name}, expected {DEB_NAME}"
     print(f"\n{deb.name}: {deb.stat().st_size} bytes")
-    return {"deb": deb, "changes": changes[0], "src": src}
+    return {"deb": deb, "changes": changes, "src": workdir / "pistop-mdns"}
 
 
 @pytest.fixture(scope="module")
