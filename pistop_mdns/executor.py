@@ -106,8 +106,6 @@ class Started:
             self._running.wait()
         except sh.ErrorReturnCode as e:  # sh 1.14 raises for signals even with _ok_code
             self._done_by = e
-        except Exception:  # noqa: BLE001 - a waiter thread must always say it is done
-            pass
         finally:
             self._timer.cancel()
             self._finished.set()
