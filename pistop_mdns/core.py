@@ -345,30 +345,15 @@ def _bring_up_steps(ad: ServerAd, address: str, s: Settings) -> list[Action]:
     return steps
 
 
-def _unmount_steps(s: Settings, lazy: bool) -> list[Action]:
+def _unmount_steps(s: Settings, lazy: bool, unreachable: bool = False) -> list[Action]:
     if s.mount_mode == "mpd":
         return []
-    steps: list[Action] = [Unmount(s.mountpoint, lazy=lazy)]
-    if s.mount_mode == "autofs":
-        steps.append(StopService("autofs"))
-    return steps
-
-
-def _unreachable_unmount_steps(s: Settings, lazy: bool) -> list[Action]:
-    """The share of a server that cannot answer, in the order a real kernel needs.
-
-    mpd may be stuck reading the share, and automount's own unmount of it
-    hangs: a stop that waits for either would hold the tear-down. So both are
-    asked to stop first (automount, shutting down, mounts nothing new), the
-    share is detached without waiting for the server, and only then does
-    autofs stop, within a second or two. mpd stops when its read gives up.
-    """
-    steps: list[Action] = [StopService("mpd", wait=False)]
-    if s.mount_mode == "mpd":
-        return steps
-    if s.mount_mode == "autofs":
-        steps.append(StopService("autofs", wait=False))
-    steps.append(Unmount(s.mountpoint, lazy=lazy, unreachable=True))
+    # autofs stops after the unmount. Seen on a real kernel with a server that
+    # cannot answer: while its share is mounted, automount's own unmount of it
+    # at stop blocks in the kernel (10-60 s; a stop asked for even a moment
+    # before the share is detached can start it); once it is gone, autofs
+    # stops within a second or two and nothing automounts it again.
+    steps: list[Action] = [Unmount(s.mountpoint, lazy=lazy, unreachable=unreachable)]
     if s.mount_mode == "autofs":
         steps.append(StopService("autofs"))
     return steps
@@ -380,7 +365,10 @@ def _tear_down_steps(ad: ServerAd | None, address: str, reason: str, power_off: 
     steps: list[Action] = [RunHook("pre_unmount", env)]
     lazy = power_off and s.force_umount
     if unreachable:
-        steps += _unreachable_unmount_steps(s, lazy)
+        # mpd may be stuck reading the share of a server that cannot answer,
+        # until the server is back: it is asked to stop, not waited for, and
+        # the share is detached without waiting for the server.
+        steps += [StopService("mpd", wait=False), *_unmount_steps(s, lazy, unreachable=True)]
     else:
         steps += [StopService("mpd"), *_unmount_steps(s, lazy)]
     steps += [
