@@ -8,7 +8,8 @@ TEST_PACKAGES="python3-pytest python3-hypothesis python3-venv python3-dev gcc
   avahi-daemon avahi-utils dbus daemontools ucspi-tcp autofs rsync at nftables
   nfs-ganesha nfs-ganesha-vfs libnfs-utils rpcbind flac vorbis-tools tcpdump
   systemd man-db debhelper dh-python pybuild-plugin-pyproject python3-all
-  python3-setuptools lintian debootstrap fakeroot dpkg-dev make"
+  python3-setuptools lintian debootstrap fakeroot dpkg-dev make
+  qemu-system-x86 qemu-utils e2fsprogs"
 
 apt_install() {
     # Services must not start in the machine's own namespaces when installed;
