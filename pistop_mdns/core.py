@@ -43,6 +43,7 @@ from pistop_mdns.model import (
     Backup,
     ChannelLost,
     ChannelUp,
+    DisableAutofsEntry,
     EnsureAutofs,
     Event,
     Heartbeat,
@@ -348,11 +349,15 @@ def _bring_up_steps(ad: ServerAd, address: str, s: Settings) -> list[Action]:
 def _unmount_steps(s: Settings, lazy: bool, unreachable: bool = False) -> list[Action]:
     if s.mount_mode == "mpd":
         return []
-    # autofs stops after the unmount. Seen on a real kernel with a server that
-    # cannot answer: while its share is mounted, automount's own unmount of it
-    # at stop blocks in the kernel (10-60 s; a stop asked for even a moment
-    # before the share is detached can start it); once it is gone, autofs
-    # stops within a second or two and nothing automounts it again.
+    if unreachable and s.mount_mode == "autofs":
+        # Seen on a real kernel with a server that cannot answer: while its
+        # share is mounted, stopping autofs hangs (automount unmounts it at
+        # stop); after the detach, a look into the mount point makes automount
+        # mount the dead share again, and looks waiting on automount when it
+        # stops stay stuck. So autofs keeps running, with the share's entry
+        # taken out of its map first: it reads the map afresh on every lookup
+        # and finds nothing to mount. The bring-up puts the entry back.
+        return [DisableAutofsEntry(), Unmount(s.mountpoint, lazy=lazy, unreachable=True)]
     steps: list[Action] = [Unmount(s.mountpoint, lazy=lazy, unreachable=unreachable)]
     if s.mount_mode == "autofs":
         steps.append(StopService("autofs"))
@@ -412,6 +417,8 @@ def describe(plan: Plan, address: str | None, s: Settings) -> str:
             elif isinstance(a, Unmount):
                 how = " (not waiting for the server)" if a.unreachable else " (lazy)" if a.lazy else ""
                 what.append(f"unmount {a.target}{how}")
+            elif isinstance(a, DisableAutofsEntry):
+                what.append("take the share out of the autofs map")
         if plan.power_off:
             what.append("sync and power off")
         return f"{s.hostname}: {plan.why} -> " + ", ".join(what)

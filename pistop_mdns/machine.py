@@ -34,6 +34,7 @@ from pistop_mdns.executor import Runner
 from pistop_mdns.hooks import Hooks
 from pistop_mdns.model import (
     Backup,
+    DisableAutofsEntry,
     EnsureAutofs,
     Mount,
     Notify,
@@ -152,6 +153,7 @@ class MachineApplier:
         self._handlers = {
             RunHook: self._run_hook,
             PointAutofs: self._point_autofs,
+            DisableAutofsEntry: self._disable_autofs_entry,
             EnsureAutofs: self._ensure_autofs,
             Mount: self._mount,
             Unmount: self._unmount,
@@ -357,6 +359,20 @@ class MachineApplier:
         if memory.autofs_map_changed:
             return f"pointed {key} in {path} at {a.location}"
         return f"{key} in {path} already points at {a.location}"
+
+    def _disable_autofs_entry(self, a: DisableAutofsEntry, plan: Plan, memory: _PlanMemory,
+                              report: Reporter) -> str:
+        c = self.cfg.client
+        path, key = c.autofs_map, c.autofs_key
+        try:
+            text = files.read_text(path, setting="client.autofs_map") if os.path.exists(path) else ""
+            new = files.disable_autofs_entry(text, key, path=path)
+        except files.FileFormatError as e:
+            raise StepFailed(f"autofs map: {e}") from None
+        if new is text:
+            return f"no {key} entry in {path} to take out"
+        self._write(path, new, "client.autofs_map")
+        return f"took {key} out of {path} until the server is back"
 
     def _ensure_autofs(self, a: EnsureAutofs, plan: Plan, memory: _PlanMemory, report: Reporter) -> str | None:
         running = self.services.is_running("autofs")

@@ -170,6 +170,14 @@ class PointAutofs:
 
 
 @dataclass(frozen=True)
+class DisableAutofsEntry:
+    """Comment out the share's autofs map entry (PointAutofs puts it back), so that
+    no look into the mount point can mount it from a server that cannot answer."""
+
+    required: bool = False
+
+
+@dataclass(frozen=True)
 class EnsureAutofs:
     """Start autofs, or reload it when running and its map changed."""
 
@@ -271,6 +279,7 @@ class PowerOff:
 Action = (
     RunHook
     | PointAutofs
+    | DisableAutofsEntry
     | EnsureAutofs
     | Mount
     | Unmount

@@ -15,6 +15,7 @@ from pistop_mdns.machine import MachineApplier, MountEntry
 from pistop_mdns.model import (
     BRING_UP,
     Backup,
+    DisableAutofsEntry,
     EnsureAutofs,
     Mount,
     Plan,
@@ -538,9 +539,11 @@ def test_autofs_tear_down_unmounts_then_stops_autofs(setup):
 DETACH = ("umount", "-i", "-f", "-l")
 
 
-def test_a_silent_servers_share_is_detached_without_waiting_then_autofs_stops(setup, caplog):
+def test_a_silent_servers_share_leaves_the_autofs_map_then_is_detached_without_waiting(setup, tmp_path, caplog):
     make, board, clock = setup
-    cfg, applier = make(mount_mode="autofs", mountpoint="/mnt/auto/music", autofs_map="/nonexistent/map",
+    amap = tmp_path / "auto.music"
+    amap.write_text("# the music\nmusic -fstype=nfs,vers=4 198.18.0.11:/srv/music\n")
+    cfg, applier = make(mount_mode="autofs", mountpoint="/mnt/auto/music", autofs_map=str(amap),
                         autofs_key="music")
     board.mount("/mnt/auto/music", "198.18.0.11:/srv/music")
     board.detaches = {"/mnt/auto/music"}  # as the kernel does: the mount goes, the call blocks
@@ -552,16 +555,29 @@ def test_a_silent_servers_share_is_detached_without_waiting_then_autofs_stops(se
     assert board.calls == [
         ("svc", "-d", MPD),  # asked, not waited for: no svstat
         (*DETACH, "/mnt/auto/music"),
-        ("svstat", AUTOFS),  # now autofs can stop, and is waited for
-        ("svc", "-d", AUTOFS),
-        ("svstat", AUTOFS),
     ]
-    assert board.mounts == {} and board.services == {AUTOFS: None, MPD: None}
+    assert board.mounts == {} and board.services == {AUTOFS: 3, MPD: None}, "autofs runs on, without the entry"
+    # taken out before the detach: a look into the mount point finds nothing to mount
+    assert amap.read_text() == "# the music\n#pistop-mdns-off# music -fstype=nfs,vers=4 198.18.0.11:/srv/music\n"
+    assert caplog.text.index(f"took music out of {amap}") < caplog.text.index("unmounted /mnt/auto/music")
     assert clock.sleeps.count(machine.DETACH_POLL) == 1, "one look at mountinfo after starting the unmount"
     assert board.timeouts[board.calls.index((*DETACH, "/mnt/auto/music"))] == cfg.general.timeout
     assert ("kitchen: unmounted /mnt/auto/music without waiting for the server (umount -i -f -l /mnt/auto/music "
             "is still blocked in the kernel; left to end by itself)") in caplog.text
     assert f"kitchen: asked mpd to stop, not waiting: svc -d {MPD}" in caplog.text
+
+    # the server is back: the bring-up puts the entry back where it was
+    assert applier.run_plan(Plan(2, BRING_UP, None, (PointAutofs("198.18.0.11:/srv/music"),), "t"),
+                            reports()[1]).ok
+    assert amap.read_text() == "# the music\nmusic -fstype=nfs,vers=4,soft,timeo=5,retry=1 198.18.0.11:/srv/music\n"
+
+
+def test_taking_out_an_autofs_entry_that_is_not_there_changes_nothing(setup, tmp_path):
+    make, board, _ = setup
+    cfg, applier = make(mount_mode="autofs", mountpoint="/mnt/auto/music", autofs_map=str(tmp_path / "none"),
+                        autofs_key="music")
+    assert applier.run_plan(Plan(1, "tear-down", None, (DisableAutofsEntry(),), "t"), reports()[1]).ok
+    assert not (tmp_path / "none").exists()
 
 
 def test_asking_systemd_to_stop_mpd_queues_the_job_for_both_units(setup, caplog):
