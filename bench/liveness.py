@@ -16,6 +16,7 @@ Usage: sudo python3 bench/liveness.py [ROUNDS] [MINUTES]   (defaults 10 and 5)
 
 from __future__ import annotations
 
+import re
 import signal
 import sys
 import tempfile
@@ -56,7 +57,7 @@ def crash_rounds(rounds: int) -> tuple[list[float], int, int]:
             srv.send_signal(signal.SIGKILL)
             srv.wait(10)
             lan.processes.remove(srv)
-            seen = client.wait(r"silent for .* -> stop mpd", c1, 60)
+            seen = client.wait(r"silent for .* -> ask mpd to stop", c1, 60)
             if seen is None:
                 sys.exit(f"round {i}: the client never noticed the crash")
             detect.append(seen - killed)
@@ -88,7 +89,8 @@ def loss_run(minutes: float) -> tuple[int, int, float]:
         time.sleep(minutes * 60)
         hours = (time.monotonic() - began) / 3600
         with client.lock:
-            teardowns = sum(1 for _, line in client.lines[c0:] if "-> stop mpd" in line)
+            teardowns = sum(1 for _, line in client.lines[c0:]
+                            if re.search(r"-> (stop mpd|ask mpd to stop)", line))
         with watch.lock:
             removals = sum(1 for _, line in watch.lines[w0:] if line.startswith("removed"))
     return teardowns, removals, hours

@@ -220,7 +220,8 @@ def scenario(lan: Lan, switch: Switch, tmp: Path, title: str, boards: list[str],
     rcs = [p.wait(LIMIT) for p in server_procs.values()]
     time.sleep(TAIL)
     marks.append(switch.mark())  # end
-    refused = sum(count(sl, r"too many connections in their handshake") for sl in server_lines.values())
+    refused = sum(count(sl, r"too many connections not through their handshake|no handshake slot within")
+                  for sl in server_lines.values())
     reconnects = sum(count(line, r"^channel to \S+ .* closed") for line in lines)
     tracebacks = sum(count(line, r"Traceback") for line in [*lines, *server_lines.values()])
     stop_all(lan, list(server_procs.values()))
@@ -329,7 +330,7 @@ def report(results, n_boards, n_servers, seconds, lan_hosts, setup, elapsed) -> 
     print()
     for r in results:
         print(f"- {r['title']}: server exit statuses {sorted(set(r['rcs']))}; connections the servers refused "
-              f"(too many in their handshake) {r['refused']}; channel closes logged by boards "
+              f"(no handshake slot in time, or too many waiting) {r['refused']}; channel closes logged by boards "
               f"{r['reconnects']}; tracebacks {r['tracebacks']}.")
 
 

@@ -14,6 +14,7 @@ from typing import Callable, Protocol
 from pistop_mdns.model import (
     Action,
     Backup,
+    DisableAutofsEntry,
     EnsureAutofs,
     Mount,
     Notify,
@@ -63,6 +64,8 @@ def describe_action(action: Action) -> str:
             return f"run the {stage} hooks"
         case PointAutofs(location=location):
             return f"point the autofs map entry at {location}"
+        case DisableAutofsEntry():
+            return "take the share's entry out of the autofs map"
         case EnsureAutofs():
             return "start autofs (or reload its map)"
         case Mount(source=source, target=target, fstype=fstype, options=options):
@@ -76,8 +79,8 @@ def describe_action(action: Action) -> str:
             return f"point mpd.conf's proxy at {host}:{port}" + (f", music_directory {music}" if music else "")
         case StartMpd():
             return "start mpd (restart it if mpd.conf changed)"
-        case StopService(service=service):
-            return f"stop {service}"
+        case StopService(service=service, wait=wait):
+            return f"stop {service}" if wait else f"ask {service} to stop (not waiting)"
         case Notify(message=message):
             return f"notify the LCD/desktop: {message}"
         case ReportState(state=state):

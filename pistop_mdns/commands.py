@@ -23,6 +23,13 @@ def umount(target: str, *, lazy: bool = False) -> Argv:
     return ("umount", "-fl" if lazy else "-f", target)
 
 
+def umount_detach(target: str) -> Argv:
+    """Unmount from a server that cannot answer: forced (the kernel aborts the
+    calls waiting on the server) and lazy (the mount leaves the tree at once).
+    -i: no /sbin/umount.nfs helper, which would try to reach the server first."""
+    return ("umount", "-i", "-f", "-l", target)
+
+
 def mountpoint(target: str) -> Argv:
     return ("mountpoint", "-q", target)
 
@@ -33,6 +40,11 @@ def nfs_ls(url: str) -> Argv:
 
 def systemctl(verb: str, *units: str) -> Argv:
     return ("systemctl", verb, *units)
+
+
+def systemctl_no_block(verb: str, *units: str) -> Argv:
+    """Queue the job and return at once (systemd carries it out)."""
+    return ("systemctl", "--no-block", verb, *units)
 
 
 def systemctl_is_active(unit: str) -> Argv:

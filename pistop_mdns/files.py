@@ -460,6 +460,39 @@ def autofs_map_entry(text: str, key: str, *, path: str | os.PathLike | None = No
     return None if found is None else (found.options, found.location)
 
 
+# Put in front of an entry taken out of the map while its server cannot answer.
+AUTOFS_OFF = "#pistop-mdns-off# "
+
+
+def disable_autofs_entry(text: str, key: str, *, path: str | os.PathLike | None = None) -> str:
+    """Comment out every entry for `key`, marked with AUTOFS_OFF (rewrite_autofs_map
+    puts them back).
+
+    automount reads a file map afresh on every lookup, so once the entries are
+    out, a look into the mount point finds nothing to mount. Returns `text`
+    itself when there is no such entry.
+    """
+    edits = []
+    for entry in _entries(text):
+        if _TOKEN.findall(entry.text)[0] != key:
+            continue
+        if entry.continued:
+            raise _error(path, entry.number, f"the entry {key!r} continues over several lines",
+                         "join it onto one line so it can be taken out and put back")
+        edits.append((entry.lines[0].start, entry.lines[0].start, AUTOFS_OFF))
+    return _apply(text, edits, [])
+
+
+def _enable_autofs_entry(text: str, key: str) -> str:
+    """Undo disable_autofs_entry for `key` (`text` itself when nothing was taken out)."""
+    edits = []
+    for line in _split_lines(text):
+        rest = line.body.removeprefix(AUTOFS_OFF)
+        if rest != line.body and _TOKEN.findall(rest)[:1] == [key]:
+            edits.append((line.start, line.start + len(AUTOFS_OFF), ""))
+    return _apply(text, edits, [])
+
+
 def _reject_autofs_word(what: str, value: str) -> None:
     if not value or any(char.isspace() or char == "\0" for char in value):
         raise ValueError(f"autofs {what} {value!r} must be one word without spaces or line breaks")
@@ -469,9 +502,9 @@ def rewrite_autofs_map(text: str, key: str, *, location: str, options: str | Non
                        path: str | os.PathLike | None = None) -> str:
     """Point `key`'s entry at `location` and, unless `options` is None, set its options.
 
-    `options` is written as "-options"; "" removes them. A missing key is
-    appended as `key -options location`. Returns `text` itself when nothing
-    changes.
+    `options` is written as "-options"; "" removes them. An entry taken out by
+    disable_autofs_entry is put back first; a missing key is appended as
+    `key -options location`. Returns `text` itself when nothing changes.
     """
     _reject_autofs_word("key", key)
     _reject_autofs_word("location", location)
@@ -485,6 +518,7 @@ def rewrite_autofs_map(text: str, key: str, *, location: str, options: str | Non
     if location.startswith("-") or location.endswith("\\"):
         raise ValueError(f"autofs location {location!r} cannot start with '-' or end with '\\'")
 
+    text = _enable_autofs_entry(text, key)
     found = _find_map_entry(text, key, path)
     if found is None:
         words = [key, f"-{options}", location] if options else [key, location]

@@ -22,6 +22,7 @@ import logging
 import os
 import posixpath
 import re
+import shlex
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -33,6 +34,7 @@ from pistop_mdns.executor import Runner
 from pistop_mdns.hooks import Hooks
 from pistop_mdns.model import (
     Backup,
+    DisableAutofsEntry,
     EnsureAutofs,
     Mount,
     Notify,
@@ -55,6 +57,7 @@ log = logging.getLogger(__name__)
 
 MOUNTINFO = "/proc/self/mountinfo"
 UMOUNT_PAUSE = 1.0  # between unmount tries (client.umount_retries counts them)
+DETACH_POLL = 0.1  # how often mountinfo is read while a mount of an unreachable server goes
 READY_FIRST_PAUSE = 0.1  # ready check back-off: 0.1 s, doubling, at most READY_MAX_PAUSE
 READY_MAX_PAUSE = 2.0
 
@@ -150,6 +153,7 @@ class MachineApplier:
         self._handlers = {
             RunHook: self._run_hook,
             PointAutofs: self._point_autofs,
+            DisableAutofsEntry: self._disable_autofs_entry,
             EnsureAutofs: self._ensure_autofs,
             Mount: self._mount,
             Unmount: self._unmount,
@@ -248,12 +252,43 @@ class MachineApplier:
     def _unmount(self, a: Unmount, plan: Plan, memory: _PlanMemory, report: Reporter) -> str:
         if not self._mounted(a.target):
             return f"nothing mounted at {a.target}"
+        if a.unreachable:
+            return self._detach(a.target)
         tries = self.cfg.client.umount_retries
         used, failure = self._umount_until_gone(a.target, lazy=a.lazy, tries=tries)
         if failure:
             raise StepFailed(f"unmount {a.target}: {failure} (gave up after {tries} tries)")
         how = " lazily" if a.lazy else ""
         return f"unmounted {a.target}{how}" + (f" (after {used} tries)" if used > 1 else "")
+
+    def _detach(self, target: str) -> str:
+        """Unmount a share whose server cannot answer, never waiting on the server.
+
+        On a real kernel (TESTBED.md section 9) a forced lazy unmount takes the
+        mount out of the tree at once, and the call may then stay blocked in
+        the kernel (D state) for as long as the server is away. So the call is
+        started, not waited for; mountinfo says when the mount is gone; the call
+        is left to end by itself (the runner kills it at its timeout, or leaves
+        it when even that cannot). Bounded by general.timeout in all.
+        """
+        argv = commands.umount_detach(target)
+        deadline = self.clock() + self.timeout
+        started = None
+        tries = 0
+        while self._mounted(target):
+            if started is None or started.done:
+                if tries == self.cfg.client.umount_retries:
+                    last = started.result(0).summary() if started is not None else ""
+                    raise StepFailed(f"unmount {target}: {last}, still mounted (gave up after {tries} tries)")
+                started = self.runner.start(argv, timeout=self.timeout)
+                tries += 1
+            elif self.clock() >= deadline:
+                raise StepFailed(f"unmount {target}: still mounted {self.timeout:g} s after {shlex.join(argv)}")
+            self.sleep(DETACH_POLL)
+        if started is not None and not started.done:
+            return (f"unmounted {target} without waiting for the server ({shlex.join(argv)} is still blocked "
+                    f"in the kernel; left to end by itself)")
+        return f"unmounted {target} without waiting for the server"
 
     # ------------------------------------------------------------ ready check
 
@@ -325,6 +360,20 @@ class MachineApplier:
             return f"pointed {key} in {path} at {a.location}"
         return f"{key} in {path} already points at {a.location}"
 
+    def _disable_autofs_entry(self, a: DisableAutofsEntry, plan: Plan, memory: _PlanMemory,
+                              report: Reporter) -> str:
+        c = self.cfg.client
+        path, key = c.autofs_map, c.autofs_key
+        try:
+            text = files.read_text(path, setting="client.autofs_map") if os.path.exists(path) else ""
+            new = files.disable_autofs_entry(text, key, path=path)
+        except files.FileFormatError as e:
+            raise StepFailed(f"autofs map: {e}") from None
+        if new is text:
+            return f"no {key} entry in {path} to take out"
+        self._write(path, new, "client.autofs_map")
+        return f"took {key} out of {path} until the server is back"
+
     def _ensure_autofs(self, a: EnsureAutofs, plan: Plan, memory: _PlanMemory, report: Reporter) -> str | None:
         running = self.services.is_running("autofs")
         if running and not memory.autofs_map_changed:
@@ -367,6 +416,9 @@ class MachineApplier:
         return self._service_result(self.services.start("mpd"), "start mpd", "started mpd")
 
     def _stop_service(self, a: StopService, plan: Plan, memory: _PlanMemory, report: Reporter) -> str | None:
+        if not a.wait:
+            return self._service_result(self.services.ask_to_stop(a.service), f"stop {a.service}",
+                                        f"asked {a.service} to stop, not waiting")
         return self._service_result(self.services.stop(a.service), f"stop {a.service}", f"stopped {a.service}")
 
     def _service_result(self, outcome: Outcome, what: str, done: str) -> str | None:

@@ -165,6 +165,14 @@ class PointAutofs:
 
 
 @dataclass(frozen=True)
+class DisableAutofsEntry:
+    """Comment out the share's autofs map entry (PointAutofs puts it back), so that
+    no look into the mount point can mount it from a server that cannot answer."""
+
+    required: bool = False
+
+
+@dataclass(frozen=True)
 class EnsureAutofs:
     """Start autofs, or reload it when running and its map changed."""
 
@@ -182,10 +190,13 @@ class Mount:
 
 @dataclass(frozen=True)
 class Unmount:
+    """Unmount `target`; `unreachable`: the server cannot answer (silent, or gone
+    without a word), so the mount is detached at once and nobody waits for it."""
+
     target: str
     lazy: bool = False
+    unreachable: bool = False
     required: bool = False
-    unreachable: bool = False  # the server cannot answer: unmount without waiting for it
 
 
 @dataclass(frozen=True)
@@ -221,7 +232,11 @@ class StartMpd:
 
 @dataclass(frozen=True)
 class StopService:
+    """Stop a service; `wait` False: ask it to stop and go on (a stop that can
+    finish only after a later step, or that may be stuck on a dead share)."""
+
     service: str  # "mpd" or "autofs": the executor maps it to the configured unit
+    wait: bool = True
     required: bool = False
 
 
@@ -259,6 +274,7 @@ class PowerOff:
 Action = (
     RunHook
     | PointAutofs
+    | DisableAutofsEntry
     | EnsureAutofs
     | Mount
     | Unmount

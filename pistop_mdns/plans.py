@@ -21,6 +21,7 @@ from pistop_mdns.model import (
     TEAR_DOWN,
     Action,
     Backup,
+    DisableAutofsEntry,
     EnsureAutofs,
     Mount,
     Notify,
@@ -192,9 +193,17 @@ def _up_steps(ad: ServerAd, address: str, s: Settings, env) -> list[Action]:
 def _unmount_steps(s: Settings, lazy: bool, unreachable: bool) -> list[Action]:
     if s.mount_mode == "mpd":
         return []
-    # With an unreachable server the unmount is started, not waited for (a
-    # call into a dead NFS server can sit in the kernel for minutes).
-    steps: list[Action] = [Unmount(s.mountpoint, lazy=lazy or unreachable, unreachable=unreachable)]
+    if unreachable:
+        # Seen on real Debian 12 machines (tests/system) with a server that
+        # cannot answer: an unmount call sits in the kernel for minutes, so it
+        # is started, not waited for; stopping autofs hangs while the share is
+        # mounted, and after the detach a look into the mount point would make
+        # automount mount the dead share again. So autofs runs on, with the
+        # share's entry taken out of its map first (it reads the map afresh on
+        # every lookup); the bring-up puts the entry back.
+        steps: list[Action] = [DisableAutofsEntry()] if s.mount_mode == "autofs" else []
+        return steps + [Unmount(s.mountpoint, lazy=lazy, unreachable=True)]
+    steps = [Unmount(s.mountpoint, lazy=lazy)]
     if s.mount_mode == "autofs":
         steps.append(StopService("autofs"))
     return steps
@@ -214,14 +223,16 @@ def retarget(plan_id: int, ad: ServerAd, address: str, why: str, s: Settings) ->
         # The old share's server may already be gone. autofs keeps running:
         # its map is repointed by the mount steps.
         steps += [RunHook("pre_unmount", env), StopService("mpd"),
-                  Unmount(s.mountpoint, lazy=True, unreachable=True), RunHook("post_unmount", env)]
+                  Unmount(s.mountpoint, lazy=True), RunHook("post_unmount", env)]
     steps += _up_steps(ad, address, s, env)
     return Plan(plan_id, RETARGET, ad, tuple(steps), why)
 
 
 def tear_down(plan_id: int, ad: ServerAd | None, address: str, leave: Leave, s: Settings) -> Plan:
     env = hook_env(ad, address, leave.reason, leave.why)
-    steps: list[Action] = [RunHook("pre_unmount", env), StopService("mpd")]
+    # mpd may be stuck reading the share of a server that cannot answer, until
+    # the share is detached: it is asked to stop and not waited for.
+    steps: list[Action] = [RunHook("pre_unmount", env), StopService("mpd", wait=not leave.unreachable)]
     steps += _unmount_steps(s, lazy=leave.power_off and s.force_umount, unreachable=leave.unreachable)
     steps += [
         RunHook("post_unmount", env),
@@ -236,14 +247,15 @@ def tear_down(plan_id: int, ad: ServerAd | None, address: str, leave: Leave, s: 
 def describe(plan: Plan, address: str, s: Settings) -> str:
     """The one journal line that says what the client is about to do and why."""
     if plan.kind == TEAR_DOWN:
-        what = ["stop mpd"]
-        unmount = next((a for a in plan.actions if isinstance(a, Unmount)), None)
-        if unmount is not None:
-            how = " (server unreachable: not waiting for it)" if unmount.unreachable else \
-                " (lazy)" if unmount.lazy else ""
-            what.append(f"unmount {s.mountpoint}{how}")
-        if s.mount_mode == "autofs":
-            what.append("stop autofs")
+        what = []  # in the plan's order
+        for a in plan.actions:
+            if isinstance(a, StopService):
+                what.append(f"stop {a.service}" if a.wait else f"ask {a.service} to stop")
+            elif isinstance(a, DisableAutofsEntry):
+                what.append("take the share out of the autofs map")
+            elif isinstance(a, Unmount):
+                how = " (not waiting for the server)" if a.unreachable else " (lazy)" if a.lazy else ""
+                what.append(f"unmount {a.target}{how}")
         if plan.power_off:
             what.append("sync and power off")
         return f"{s.hostname}: {plan.why} -> " + ", ".join(what)

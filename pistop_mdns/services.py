@@ -183,6 +183,19 @@ class Services:
                 self.sleep(STOP_PAUSE)
         return Outcome(False, f"{last.detail} (gave up after {STOP_TRIES} tries)")
 
+    def ask_to_stop(self, service: str) -> Outcome:
+        """Ask the service manager to stop it and return at once, without looking whether it did."""
+        backend = self.backend(service)
+        if backend == SYSTEMD:
+            r = self.runner.run(commands.systemctl_no_block("stop", *self._units("stop", service)),
+                                timeout=self.timeout)
+            return Outcome(r.ok, r.command if r.ok else r.summary())
+        if backend == DAEMONTOOLS:
+            r = self.runner.run(commands.svc("-d", self.service_dir(service)), timeout=self.timeout)
+            failed = _svc_failed(r)
+            return Outcome(False, failed) if failed else Outcome(True, r.command)
+        return self._cannot("stop", service)
+
     # ------------------------------------------------------------ systemd
 
     def _units(self, verb: str, service: str) -> tuple[str, ...]:

@@ -10,7 +10,8 @@ DEMO_PACKAGES="iproute2 util-linux iputils-ping mpd mpc sox daemontools
 TEST_PACKAGES="python3-pytest python3-hypothesis python3-venv python3-dev gcc
   avahi-daemon avahi-utils dbus ucspi-tcp autofs nfs-common rsync at nftables flac vorbis-tools tcpdump
   systemd man-db debhelper dh-python pybuild-plugin-pyproject python3-all
-  python3-setuptools lintian debootstrap fakeroot dpkg-dev make"
+  python3-setuptools lintian debootstrap fakeroot dpkg-dev make
+  qemu-system-x86 qemu-utils e2fsprogs"
 
 apt_install() {
     # Services must not start in the machine's own namespaces when installed;

@@ -322,9 +322,11 @@ def _story(lan: lanmod.Lan, house: House, services: contextlib.ExitStack, narrat
     pulled = time.monotonic()
     musicpi.cable(False)
     for name in CLIENTS:
-        stamp, _ = clients[name].wait(r"stopped mpd", DEAD_TIME + WAIT, start=marks[name])
-        say(f"{name} stopped mpd {stamp - pulled:.2f} s after the cable was pulled: dead_time ({DEAD_TIME} s) "
-            f"after the last heartbeat it heard")
+        stamp, _ = clients[name].wait(r"silent for .* -> ", DEAD_TIME + WAIT, start=marks[name])
+        clients[name].wait(r"(told|could not tell) the server this board is down", WAIT, start=marks[name])
+        say(f"{name} began its tear-down {stamp - pulled:.2f} s after the cable was pulled: dead_time "
+            f"({DEAD_TIME} s) after the last heartbeat it heard; mpd was asked to stop, not waited for, "
+            f"since a dead server's share can hold it")
         status = music.mpc(lan[name], "status")
         say(f"mpc status: {_first_line(status.stderr or status.stdout)}", name)
 

@@ -141,7 +141,7 @@ def test_full_demo_plays_music_in_the_rooms_and_leaves_nothing_behind():
         r'bedroom    -\thost   "MusicPI"',
         r'bedroom    \+\thost   "198\.18\.0\.11"',
         r"kitchen  mpc status: \[playing\] #1/1 +0:0[2-9]/1:00 .*Artist A - Tone One: the song is read over NFS",
-        r"kitchen  server musicpi silent for 5 s \(crashed or unplugged\) -> stop mpd",
+        r"kitchen  server musicpi silent for 5 s \(crashed or unplugged\) -> ask mpd to stop",
         r"kitchen  mpc status: MPD error: Connection refused",
         r"bedroom  mpc status: \[playing\] .*Artist B - Tone Three: mpd resumed by itself",
         r"kitchen  server musicpi is powering off -> stop mpd, sync and power off",

@@ -51,7 +51,7 @@ def test_a_static_server_works_with_mdns_dropped_as_with_mdns(make_lan, tmp_path
     # a pulled cable: silent for dead_time, then back up when the cable returns
     mark = cl.mark()
     lan["musicpi"].cable(False)
-    cl.wait(r"kitchen: server musicpi silent for 10 s \(crashed or unplugged\) -> stop mpd", 30, start=mark)
+    cl.wait(r"kitchen: server musicpi silent for 10 s \(crashed or unplugged\) -> ask mpd to stop", 30, start=mark)
     lan["musicpi"].cable(True)
     cl.wait("kitchen: up with musicpi", 90, start=mark)
     assert status(lan["kitchen"], tmp_path)["server"]["address"] == "198.18.0.11"

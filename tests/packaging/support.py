@@ -1,7 +1,8 @@
-"""What the packaging tests share: a clean copy of the checkout, commands with
-timeouts that take their whole process group down, the Debian mirror this
-machine uses, and a fresh Debian 12 root (debootstrapped once, cached as a
-tarball) to run commands in, chrooted inside a private mount namespace.
+"""What the packaging and system tests share: a clean copy of the checkout,
+the .deb built from it offline, commands with timeouts that take their whole
+process group down, the Debian mirror this machine uses, and a fresh Debian 12
+root (debootstrapped once, cached as a tarball) to run commands in, chrooted
+inside a private mount namespace.
 """
 
 from __future__ import annotations
@@ -81,6 +82,30 @@ def _kill_group(proc: subprocess.Popen) -> None:
             return
         except subprocess.TimeoutExpired:
             continue
+
+
+def build_deb(workdir: Path, *, nocheck: bool = False) -> tuple[Path, Path]:
+    """Build the binary package from a copy of the working tree, offline:
+    (the .deb, the .changes), both in workdir; the copy is workdir/pistop-mdns.
+
+    `unshare --net`: a network namespace with only loopback proves the build is
+    offline (the unit tests talk to 127.0.0.1, as they may on Debian's build
+    daemons). A clean PATH: a pyenv or venv python3 on PATH must not stand in for
+    Debian's. `nocheck` skips the unit tests at build time (DEB_BUILD_OPTIONS),
+    for callers that only need the package.
+    """
+    src = copy_checkout(workdir)
+    env = {"PATH": CLEAN_PATH, "HOME": str(workdir), "LANG": "C.UTF-8"}
+    if nocheck:
+        env["DEB_BUILD_OPTIONS"] = "nocheck"
+    result = run(["unshare", "--net", "sh", "-c", "ip link set lo up && exec dpkg-buildpackage -us -uc -b"],
+                 cwd=src, timeout=900, env=env, what="dpkg-buildpackage -us -uc -b (offline)")
+    debs = sorted(workdir.glob("pistop-mdns_*_all.deb"))
+    changes = sorted(workdir.glob("pistop-mdns_*.changes"))
+    if len(debs) != 1 or len(changes) != 1:
+        pytest.fail(f"expected one .deb and one .changes in {workdir} after the build, found "
+                    f"{[p.name for p in debs + changes]}:\n{result.stdout[-3000:]}")
+    return debs[0], changes[0]
 
 
 # -- the Debian mirror ---------------------------------------------------------------

@@ -14,7 +14,7 @@ from pathlib import Path
 from pistop_mdns import config, core, derive
 from pistop_mdns.actions.client import settings as client_settings
 from pistop_mdns.executor import Result
-from pistop_mdns.model import PlanFinished, ServerAd, ServerNotice, ServerSeen, Started
+from pistop_mdns.model import ChannelUp, Heartbeat, PlanFinished, ServerAd, ServerNotice, ServerSeen, Started, Tick
 
 MOUNTINFO_BASE = "22 1 0:21 / / rw,relatime - ext4 /dev/sda1 rw\n"
 
@@ -68,6 +68,39 @@ def tear_down_plan(cfg: config.Config, reason: str = "stopping", server: ServerA
     return plan
 
 
+def silent_tear_down_plan(cfg: config.Config, server: ServerAd | None = None):
+    """The tear-down after the server went silent (its cable pulled): it cannot answer."""
+    s = settings(cfg)
+    server = server or ad()
+    state, plan = bring_up_plan(cfg, server)
+    state, _, _ = core.step(state, PlanFinished(1.0, plan.id, True), s)
+    state, _, _ = core.step(state, ChannelUp(2.0, server.name), s)
+    state, plan, _ = core.step(state, Tick(2.0 + s.dead_time), s)
+    assert plan is not None and plan.kind == "tear-down"
+    return plan
+
+
+class Finished:
+    """What Board.start returns for a command that ended: its result, at once."""
+
+    done = True
+
+    def __init__(self, result: Result):
+        self._result = result
+
+    def result(self, wait: float | None = None) -> Result:
+        return self._result
+
+
+class Blocked:
+    """What Board.start returns for a command stuck in the kernel: it never ends."""
+
+    done = False
+
+    def result(self, wait: float | None = None) -> None:
+        return None
+
+
 @dataclass
 class Board:
     mountinfo: Path
@@ -75,6 +108,10 @@ class Board:
     files: set[str] = field(default_factory=set)  # paths `test -e` finds
     appears: dict[str, int] = field(default_factory=dict)  # path -> on which look `test -e` finds it
     busy: set[str] = field(default_factory=set)  # targets `umount -f` refuses
+    # Targets of a server that cannot answer: umount takes the mount away, then
+    # blocks in the kernel ("detaches"), or blocks with the mount still there ("hangs").
+    detaches: set[str] = field(default_factory=set)
+    hangs: set[str] = field(default_factory=set)
     services: dict[str, int | None] = field(default_factory=dict)  # service dir -> pid, None: down
     unsupervised: set[str] = field(default_factory=set)
     nfs: dict[str, list[str]] = field(default_factory=dict)  # nfs-ls URL -> names
@@ -100,6 +137,18 @@ class Board:
     def mount(self, target: str, source: str) -> None:
         self.mounts[target] = source
         self._write()
+
+    def start(self, argv, *, timeout=None, input=None, env=None):
+        argv = tuple(str(a) for a in argv)
+        if argv[0] == "umount" and argv[-1] in self.detaches | self.hangs:
+            self.calls.append(argv)
+            self.timeouts.append(timeout)
+            self.envs.append(env)
+            if argv[-1] in self.detaches:
+                self.mounts.pop(argv[-1], None)
+                self._write()
+            return Blocked()
+        return Finished(self.run(argv, timeout=timeout, input=input, env=env))
 
     def run(self, argv, *, timeout=None, input=None, env=None) -> Result:
         argv = tuple(str(a) for a in argv)
@@ -169,6 +218,8 @@ class Board:
         return Result(argv, 0)
 
     def _systemctl(self, argv, args) -> Result:
+        if args[0] == "--no-block":  # queued, and here carried out at once
+            args = args[1:]
         verb, units = args[0], args[1:]
         if verb == "is-active":
             return Result(argv, 0 if self.services.get(units[-1]) else 3)

@@ -11,6 +11,7 @@ from pistop_mdns.files import (
     atomic_write,
     autofs_map_entry,
     autofs_master_entries,
+    disable_autofs_entry,
     exports_fsid0,
     exports_paths,
     mpd_conf_value,
@@ -321,6 +322,30 @@ def test_pistop_map_entry_is_read():
     assert autofs_map_entry(PISTOP_MAP, "MDrive") == (
         "fstype=nfs,vers=4,soft,timeo=5,retry=1", "pi4:/home/pi/MDrive")
     assert autofs_map_entry(PISTOP_MAP, "mdrive") is None
+
+
+def test_an_entry_taken_out_is_a_marked_comment_and_pointing_it_puts_it_back_in_place():
+    text = "# music\r\n\tMDrive -fstype=nfs 198.18.0.11:/MDrive\r\nother h:/x\r\n"
+    out = disable_autofs_entry(text, "MDrive")
+    assert out == "# music\r\n#pistop-mdns-off# \tMDrive -fstype=nfs 198.18.0.11:/MDrive\r\nother h:/x\r\n"
+    assert autofs_map_entry(out, "MDrive") is None, "automount no longer sees it"
+    assert disable_autofs_entry(out, "MDrive") is out
+    assert rewrite_autofs_map(out, "MDrive", location="198.18.0.11:/MDrive") == text
+    assert rewrite_autofs_map(out, "MDrive", location="198.18.0.13:/MDrive", options="fstype=nfs,soft") == (
+        "# music\r\n\tMDrive -fstype=nfs,soft 198.18.0.13:/MDrive\r\nother h:/x\r\n")
+
+
+def test_taking_out_an_absent_or_continued_entry():
+    assert disable_autofs_entry(PISTOP_MAP, "music") is PISTOP_MAP
+    with pytest.raises(FileFormatError) as caught:
+        disable_autofs_entry("MDrive -fstype=nfs \\\n  pi4:/x\n", "MDrive", path="/etc/autofs.mounts")
+    assert str(caught.value) == ("/etc/autofs.mounts line 1: the entry 'MDrive' continues over several lines; "
+                                 "fix: join it onto one line so it can be taken out and put back")
+
+
+def test_a_comment_that_only_looks_like_a_taken_out_entry_of_another_key_stays():
+    text = "#pistop-mdns-off# music h:/m\n"
+    assert rewrite_autofs_map(text, "MDrive", location="h:/x") == text + "MDrive h:/x\n"
 
 
 def test_pistop_map_entry_is_pointed_at_the_new_server():

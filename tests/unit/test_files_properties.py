@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from pistop_mdns.files import (
     FileFormatError,
     autofs_map_entry,
+    disable_autofs_entry,
     mpd_conf_value,
     mpd_proxy,
     rewrite_autofs_map,
@@ -393,3 +394,23 @@ def test_rewrite_autofs_map_changes_only_the_keys_line(lines, key, location, opt
     assert out == "".join(out_lines)
     assert autofs_map_entry(out, key) == (wanted_options, location)
     assert rewrite_autofs_map(out, key, location=location, options=options) is out
+
+
+@SETTINGS
+@given(lines=autofs_maps(), key=st.sampled_from(KEYS))
+def test_an_entry_taken_out_comes_back_byte_for_byte(lines, key):
+    text = "".join(line.body + line.ending for line in lines)
+    entries = [line for line in lines if line.key == key]
+    if not entries:
+        assert disable_autofs_entry(text, key) is text
+        return
+    if any(line.continued for line in entries):
+        with pytest.raises(FileFormatError):
+            disable_autofs_entry(text, key)
+        return
+    out = disable_autofs_entry(text, key)
+    assert autofs_map_entry(out, key) is None, "automount finds no entry for the key"
+    assert len(out.splitlines()) == len(text.splitlines())
+    first = entries[0]
+    if len(first.location.split()) == 1:  # a replicated location cannot be rewritten
+        assert rewrite_autofs_map(out, key, location=first.location, options=first.options) == text

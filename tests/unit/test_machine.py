@@ -15,6 +15,7 @@ from pistop_mdns.machine import MachineApplier, MountEntry
 from pistop_mdns.model import (
     BRING_UP,
     Backup,
+    DisableAutofsEntry,
     EnsureAutofs,
     Mount,
     Plan,
@@ -29,7 +30,8 @@ from pistop_mdns.model import (
     WaitReady,
 )
 from pistop_mdns.notify import Notifier
-from tests.unit.board import Board, Clock, ad, bring_up_plan, make_config, settings, tear_down_plan
+from tests.unit.board import (Board, Clock, ad, bring_up_plan, make_config, settings, silent_tear_down_plan,
+                              tear_down_plan)
 
 MPD_CONF = """\
 # kitchen's mpd
@@ -531,6 +533,103 @@ def test_autofs_tear_down_unmounts_then_stops_autofs(setup):
     assert applier.run_plan(plan, reports()[1]).ok
     assert [c for c in board.calls if c[0] in ("umount", "svc")] == [
         ("svc", "-d", MPD), ("umount", "-f", "/mnt/auto/music"), ("svc", "-d", AUTOFS)]
+
+
+# ---------------------------------------------------------------- a server that cannot answer
+
+DETACH = ("umount", "-i", "-f", "-l")
+
+
+def test_a_silent_servers_share_leaves_the_autofs_map_then_is_detached_without_waiting(setup, tmp_path, caplog):
+    make, board, clock = setup
+    amap = tmp_path / "auto.music"
+    amap.write_text("# the music\nmusic -fstype=nfs,vers=4 198.18.0.11:/srv/music\n")
+    cfg, applier = make(mount_mode="autofs", mountpoint="/mnt/auto/music", autofs_map=str(amap),
+                        autofs_key="music")
+    board.mount("/mnt/auto/music", "198.18.0.11:/srv/music")
+    board.detaches = {"/mnt/auto/music"}  # as the kernel does: the mount goes, the call blocks
+    board.services.update({AUTOFS: 3, MPD: 7})
+    plan = silent_tear_down_plan(cfg)
+    caplog.set_level(logging.INFO)
+
+    assert applier.run_plan(plan, reports()[1]).ok
+    assert board.calls == [
+        ("svc", "-d", MPD),  # asked, not waited for: no svstat
+        (*DETACH, "/mnt/auto/music"),
+    ]
+    assert board.mounts == {} and board.services == {AUTOFS: 3, MPD: None}, "autofs runs on, without the entry"
+    # taken out before the detach: a look into the mount point finds nothing to mount
+    assert amap.read_text() == "# the music\n#pistop-mdns-off# music -fstype=nfs,vers=4 198.18.0.11:/srv/music\n"
+    assert caplog.text.index(f"took music out of {amap}") < caplog.text.index("unmounted /mnt/auto/music")
+    assert clock.sleeps.count(machine.DETACH_POLL) == 1, "one look at mountinfo after starting the unmount"
+    assert board.timeouts[board.calls.index((*DETACH, "/mnt/auto/music"))] == cfg.general.timeout
+    assert ("kitchen: unmounted /mnt/auto/music without waiting for the server (umount -i -f -l /mnt/auto/music "
+            "is still blocked in the kernel; left to end by itself)") in caplog.text
+    assert f"kitchen: asked mpd to stop, not waiting: svc -d {MPD}" in caplog.text
+
+    # the server is back: the bring-up puts the entry back where it was
+    assert applier.run_plan(Plan(2, BRING_UP, None, (PointAutofs("198.18.0.11:/srv/music"),), "t"),
+                            reports()[1]).ok
+    assert amap.read_text() == "# the music\nmusic -fstype=nfs,vers=4,soft,timeo=5,retry=1 198.18.0.11:/srv/music\n"
+
+
+def test_taking_out_an_autofs_entry_that_is_not_there_changes_nothing(setup, tmp_path):
+    make, board, _ = setup
+    cfg, applier = make(mount_mode="autofs", mountpoint="/mnt/auto/music", autofs_map=str(tmp_path / "none"),
+                        autofs_key="music")
+    assert applier.run_plan(Plan(1, "tear-down", None, (DisableAutofsEntry(),), "t"), reports()[1]).ok
+    assert not (tmp_path / "none").exists()
+
+
+def test_asking_systemd_to_stop_mpd_queues_the_job_for_both_units(setup, caplog):
+    make, board, _ = setup
+    cfg, applier = make(general={"service_manager": "systemd"})
+    caplog.set_level(logging.INFO)
+
+    plan = Plan(1, "tear-down", None, (StopService("mpd", wait=False),), "t")
+    assert applier.run_plan(plan, reports()[1]).ok
+    assert board.calls == [("systemctl", "--no-block", "stop", "mpd.service", "mpd.socket")]
+    assert "kitchen: asked mpd to stop, not waiting: systemctl --no-block stop mpd.service mpd.socket" in caplog.text
+
+
+def test_a_detach_whose_call_returns_says_so_plainly(setup, caplog):
+    make, board, _ = setup
+    cfg, applier = make()
+    board.mount("/mnt/music", "198.18.0.11:/srv/music")
+    caplog.set_level(logging.INFO)
+
+    plan = Plan(1, "tear-down", None, (Unmount("/mnt/music", unreachable=True),), "t")
+    assert applier.run_plan(plan, reports()[1]).ok
+    assert board.calls == [(*DETACH, "/mnt/music")]
+    assert "kitchen: unmounted /mnt/music without waiting for the server\n" in caplog.text + "\n"
+
+
+def test_a_detach_that_never_takes_the_mount_away_gives_up_at_the_timeout(setup, caplog):
+    make, board, clock = setup
+    cfg, applier = make(general={"timeout": 5})
+    board.mount("/mnt/music", "198.18.0.11:/srv/music")
+    board.hangs = {"/mnt/music"}
+
+    plan = Plan(1, "tear-down", None, (Unmount("/mnt/music", unreachable=True), StopService("mpd")), "t")
+    assert applier.run_plan(plan, reports()[1]).ok, "the unmount is not required: the tear-down carries on"
+    assert board.calls.count((*DETACH, "/mnt/music")) == 1, "a blocked call is not started again"
+    assert 5.0 <= sum(clock.sleeps) <= 5.0 + machine.DETACH_POLL + 1e-9, "bounded by general.timeout"
+    assert "kitchen: unmount /mnt/music: still mounted 5 s after umount -i -f -l /mnt/music; carrying on" in caplog.text
+    assert ("svc", "-d", MPD) in board.calls
+
+
+def test_a_detach_the_kernel_refuses_is_retried_then_given_up(setup, caplog):
+    make, board, clock = setup
+    cfg, applier = make(umount_retries=3)
+    board.mount("/mnt/music", "198.18.0.11:/srv/music")
+    argv = (*DETACH, "/mnt/music")
+    board.answers[argv] = Result(argv, 32, err="umount: /mnt/music: must be superuser to unmount.\n")
+
+    plan = Plan(1, "tear-down", None, (Unmount("/mnt/music", unreachable=True),), "t")
+    assert applier.run_plan(plan, reports()[1]).ok
+    assert board.calls == [argv] * 3
+    assert ("kitchen: unmount /mnt/music: umount -i -f -l /mnt/music: exit 32: umount: /mnt/music: must be "
+            "superuser to unmount., still mounted (gave up after 3 tries); carrying on") in caplog.text
 
 
 # ---------------------------------------------------------------- the rest
