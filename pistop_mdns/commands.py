@@ -2,7 +2,9 @@
 
 Nothing here runs anything (executor.py does); unit tests compare these
 tuples exactly, which is how the commands that cannot run on a test machine
-(NFS mounts, systemctl, power-off) are tested.
+(NFS mounts, systemctl, power-off) are tested. Paths and sources come after
+`--` wherever the program takes it, so that no value can be read as an option
+(they are also validated where they enter).
 """
 
 from __future__ import annotations
@@ -14,24 +16,24 @@ def mount(fstype: str, options: str, source: str, target: str) -> Argv:
     argv: list[str] = ["mount", "-t", fstype]
     if options:
         argv += ["-o", options]
-    return (*argv, source, target)
+    return (*argv, "--", source, target)
 
 
 def umount(target: str, *, lazy: bool = False) -> Argv:
     # pistop's choice: always force (an NFS server may be gone); lazy only
     # when powering off with FORCE_UMOUNT, so a hung server cannot hold us.
-    return ("umount", "-fl" if lazy else "-f", target)
+    return ("umount", "-fl" if lazy else "-f", "--", target)
 
 
 def umount_detach(target: str) -> Argv:
     """Unmount from a server that cannot answer: forced (the kernel aborts the
     calls waiting on the server) and lazy (the mount leaves the tree at once).
     -i: no /sbin/umount.nfs helper, which would try to reach the server first."""
-    return ("umount", "-i", "-f", "-l", target)
+    return ("umount", "-i", "-f", "-l", "--", target)
 
 
 def mountpoint(target: str) -> Argv:
-    return ("mountpoint", "-q", target)
+    return ("mountpoint", "-q", "--", target)
 
 
 def nfs_ls(url: str) -> Argv:
@@ -74,7 +76,7 @@ def sync() -> Argv:
 def unmount_disk(target: str) -> Argv:
     # Never forced, never lazy: a lazy unmount "succeeds" on a busy disk that
     # stays in use, and USB power is cut only after a real unmount.
-    return ("umount", target)
+    return ("umount", "--", target)
 
 
 def mount_holding(path: str) -> Argv:
@@ -99,7 +101,7 @@ def uhubctl_off(location: str, ports: str = "") -> Argv:
 
 
 def mkdir_p(path: str) -> Argv:
-    return ("mkdir", "-p", path)
+    return ("mkdir", "-p", "--", path)
 
 
 def path_exists(path: str) -> Argv:
@@ -107,12 +109,12 @@ def path_exists(path: str) -> Argv:
 
 
 def ls_all(path: str) -> Argv:
-    return ("ls", "-A", path)
+    return ("ls", "-A", "--", path)
 
 
 def stat_identity(*paths: str) -> Argv:
     """device:inode of each path, one a line: equal lines mean the same directory."""
-    return ("stat", "-L", "-c", "%d:%i", *paths)
+    return ("stat", "-L", "-c", "%d:%i", "--", *paths)
 
 
 def systemd_unit(name: str) -> str:
@@ -135,7 +137,7 @@ def poweroff(command: tuple[str, ...] | list[str] = ("shutdown", "-h", "now")) -
 def rsync(options: tuple[str, ...] | list[str], source: str, target: str, *, dry_run: bool = False) -> Argv:
     # --itemize-changes makes a dry run say what it would change.
     extra = ("--dry-run", "--itemize-changes") if dry_run else ()
-    return ("rsync", *options, *extra, source, target)
+    return ("rsync", *options, *extra, "--", source, target)
 
 
 # Keep local changes to configuration files (mpd.conf, which the client

@@ -175,10 +175,10 @@ class Board:
                     self.files.add(args[1])
             return Result(argv, 0 if args[1] in self.files else 1)
         if name == "ls":
-            inside = sorted(p.rsplit("/", 1)[1] for p in self.files if p.rsplit("/", 1)[0] == args[1])
+            inside = sorted(p.rsplit("/", 1)[1] for p in self.files if p.rsplit("/", 1)[0] == args[-1])
             return Result(argv, 0, out="".join(n + "\n" for n in inside))
         if name == "stat":
-            return Result(argv, 0, out="".join(self.identities.get(p, p) + "\n" for p in args[3:]))
+            return Result(argv, 0, out="".join(self.identities.get(p, p) + "\n" for p in args[args.index("--") + 1:]))
         if name == "nfs-ls":
             if args[0] not in self.nfs:
                 return Result(argv, 243, err="Failed to mount nfs share : MNT3ERR_ACCES(13)\n")

@@ -50,7 +50,7 @@ def fake_probe(table: dict[str, tuple[str, str] | str]):
 def test_a_directory_is_synced_into_the_directory_of_the_same_name():
     steps = backup.plan(["/etc"], "/mnt/disk", "kitchen", DEFAULT_OPTIONS, probe=fake_probe({"/etc": DIRECTORY}))
     assert steps == [Step("/etc", "/etc/", "/mnt/disk/backup/kitchen/etc/", "/mnt/disk/backup/kitchen",
-                          ("rsync", "-alptgomHE", "--delete", "/etc/", "/mnt/disk/backup/kitchen/etc/"))]
+                          ("rsync", "-alptgomHE", "--delete", "--", "/etc/", "/mnt/disk/backup/kitchen/etc/"))]
 
 
 def test_a_file_goes_into_the_directory_of_its_parent():
@@ -58,7 +58,7 @@ def test_a_file_goes_into_the_directory_of_its_parent():
                         probe=fake_probe({"/etc/fstab": FILE}))
     assert steps == [Step("/etc/fstab", "/etc/fstab", "/mnt/disk/backup/kitchen/etc/",
                           "/mnt/disk/backup/kitchen/etc",
-                          ("rsync", "-alptgomHE", "--delete", "/etc/fstab", "/mnt/disk/backup/kitchen/etc/"))]
+                          ("rsync", "-alptgomHE", "--delete", "--", "/etc/fstab", "/mnt/disk/backup/kitchen/etc/"))]
 
 
 def test_a_nested_directory_needs_its_parents_made_first():
@@ -70,7 +70,7 @@ def test_a_nested_directory_needs_its_parents_made_first():
 
 def test_rsync_options_replace_the_defaults_and_dry_run_adds_rsyncs_own():
     [step] = backup.plan(["/etc/hosts"], "/d", "h", ["-a"], probe=fake_probe({"/etc/hosts": FILE}), dry_run=True)
-    assert step.argv == ("rsync", "-a", "--dry-run", "--itemize-changes", "/etc/hosts", "/d/backup/h/etc/")
+    assert step.argv == ("rsync", "-a", "--dry-run", "--itemize-changes", "--", "/etc/hosts", "/d/backup/h/etc/")
 
 
 def test_paths_are_normalised():
@@ -158,8 +158,8 @@ def test_run_backup_runs_rsync_per_path_and_logs_its_status(tree, caplog):
         assert backup.run_backup(cfg, runner) is True
     base = f"{dest}/backup/kitchen{src}"
     assert runner.calls == [
-        ("rsync", "-alptgomHE", "--delete", f"{src}/conf/", f"{base}/conf/"),
-        ("rsync", "-alptgomHE", "--delete", f"{src}/hosts", f"{base}/"),
+        ("rsync", "-alptgomHE", "--delete", "--", f"{src}/conf/", f"{base}/conf/"),
+        ("rsync", "-alptgomHE", "--delete", "--", f"{src}/hosts", f"{base}/"),
     ]
     assert os.path.isdir(base)  # the parents rsync does not make itself
     lines = [r.getMessage() for r in caplog.records if "rsync status" in r.getMessage()]

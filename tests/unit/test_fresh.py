@@ -468,7 +468,7 @@ def test_remove_takes_back_the_set_up_and_restarts_what_runs(tmp_path, monkeypat
     assert runner.calls == [
         ("systemctl", "is-active", "--quiet", "mpd.service"), ("systemctl", "restart", "mpd.service"),
         ("systemctl", "is-active", "--quiet", "autofs.service"), ("systemctl", "reload", "autofs.service"),
-        ("umount", "-fl", target), ("umount", "-fl", target)]
+        ("umount", "-fl", "--", target), ("umount", "-fl", "--", target)]
 
 
 def test_mounts_at_reads_mountinfo_autofs_triggers_included(tmp_path):

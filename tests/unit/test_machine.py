@@ -90,9 +90,9 @@ def test_direct_bring_up_runs_these_commands_in_this_order(setup, tmp_path, capl
 
     assert result.ok, result.detail
     assert board.calls == [
-        ("mkdir", "-p", "/mnt/music"),
-        ("mount", "-t", "nfs4", "-o", "soft,timeo=5,retry=1", "198.18.0.11:/srv/music", "/mnt/music"),
-        ("ls", "-A", "/mnt/music"),
+        ("mkdir", "-p", "--", "/mnt/music"),
+        ("mount", "-t", "nfs4", "-o", "soft,timeo=5,retry=1", "--", "198.18.0.11:/srv/music", "/mnt/music"),
+        ("ls", "-A", "--", "/mnt/music"),
         ("svstat", MPD),  # is mpd running?
         ("svstat", MPD),  # not supervised?
         ("svc", "-u", MPD),
@@ -127,9 +127,9 @@ def test_a_share_from_another_address_is_dropped_before_mounting(setup):
 
     assert applier.run_plan(Plan(1, BRING_UP, None, (mount,), "test"), reports()[1]).ok
     assert board.calls == [
-        ("umount", "-fl", "/mnt/music"),
-        ("mkdir", "-p", "/mnt/music"),
-        ("mount", "-t", "nfs4", "-o", "soft,timeo=5,retry=1", "198.18.0.11:/srv/music", "/mnt/music"),
+        ("umount", "-fl", "--", "/mnt/music"),
+        ("mkdir", "-p", "--", "/mnt/music"),
+        ("mount", "-t", "nfs4", "-o", "soft,timeo=5,retry=1", "--", "198.18.0.11:/srv/music", "/mnt/music"),
     ]
     assert board.mounts == {"/mnt/music": "198.18.0.11:/srv/music"}
 
@@ -142,20 +142,20 @@ def test_a_bind_mount_of_the_same_directory_counts_as_mounted(setup):
     mount = Mount("/srv/music", "/mnt/music", "none", "bind,ro")
 
     assert applier.run_plan(Plan(1, BRING_UP, None, (mount,), "test"), reports()[1]).ok
-    assert board.calls == [("stat", "-L", "-c", "%d:%i", "/srv/music", "/mnt/music")]
+    assert board.calls == [("stat", "-L", "-c", "%d:%i", "--", "/srv/music", "/mnt/music")]
 
 
 def test_a_failing_required_step_ends_the_plan_with_its_reason(setup):
     make, board, _ = setup
     cfg, applier = make()
-    mount_argv = ("mount", "-t", "nfs4", "-o", "soft,timeo=5,retry=1", "198.18.0.11:/srv/music", "/mnt/music")
+    mount_argv = ("mount", "-t", "nfs4", "-o", "soft,timeo=5,retry=1", "--", "198.18.0.11:/srv/music", "/mnt/music")
     board.answers[mount_argv] = Result(mount_argv, 32, err="mount.nfs4: Connection refused\n")
     _, plan = bring_up_plan(cfg)
 
     result = applier.run_plan(plan, reports()[1])
 
     assert not result.ok
-    assert result.detail == ("mount 198.18.0.11:/srv/music at /mnt/music: mount -t nfs4 -o soft,timeo=5,retry=1 "
+    assert result.detail == ("mount 198.18.0.11:/srv/music at /mnt/music: mount -t nfs4 -o soft,timeo=5,retry=1 -- "
                              "198.18.0.11:/srv/music /mnt/music: exit 32: mount.nfs4: Connection refused")
     assert board.calls[-1] == mount_argv, "nothing after the failed mount"
 
@@ -360,10 +360,10 @@ def test_a_server_that_moves_is_followed_remount_and_mpd_conf(setup, tmp_path):
         ("svstat", MPD),
         ("svc", "-d", MPD),
         ("svstat", MPD),
-        ("umount", "-fl", "/mnt/music"),  # the old server may be gone: never wait on it
-        ("mkdir", "-p", "/mnt/music"),
-        ("mount", "-t", "nfs4", "-o", "soft,timeo=5,retry=1", "198.18.0.21:/srv/music", "/mnt/music"),
-        ("ls", "-A", "/mnt/music"),
+        ("umount", "-fl", "--", "/mnt/music"),  # the old server may be gone: never wait on it
+        ("mkdir", "-p", "--", "/mnt/music"),
+        ("mount", "-t", "nfs4", "-o", "soft,timeo=5,retry=1", "--", "198.18.0.21:/srv/music", "/mnt/music"),
+        ("ls", "-A", "--", "/mnt/music"),
         ("svstat", MPD),
         ("svstat", MPD),
         ("svc", "-u", MPD),
@@ -395,7 +395,7 @@ def test_tear_down_order_hooks_stop_mpd_then_unmount(setup, tmp_path):
         ("svstat", MPD),
         ("svc", "-d", MPD),
         ("svstat", MPD),
-        ("umount", "-f", "/mnt/music"),
+        ("umount", "-f", "--", "/mnt/music"),
         (str(hooks / "post_unmount"),),
     ]
     env = board.envs[0]
@@ -417,9 +417,9 @@ def test_a_busy_mount_is_retried_then_given_up_with_a_warning(setup, caplog):
     result = applier.run_plan(plan, reports()[1])
 
     assert result.ok, "the unmount is not required: the tear-down carries on"
-    assert board.calls.count(("umount", "-f", "/mnt/music")) == 3
+    assert board.calls.count(("umount", "-f", "--", "/mnt/music")) == 3
     assert clock.sleeps == [1.0, 1.0]
-    assert ("kitchen: unmount /mnt/music: umount -f /mnt/music: exit 32: umount: /mnt/music: target is busy. "
+    assert ("kitchen: unmount /mnt/music: umount -f -- /mnt/music: exit 32: umount: /mnt/music: target is busy. "
             "(gave up after 3 tries); carrying on") in caplog.text
 
 
@@ -427,13 +427,13 @@ def test_a_required_unmount_that_gives_up_fails_the_plan(setup):
     make, board, _ = setup
     cfg, applier = make()
     board.mount("/mnt/music", "198.18.0.11:/srv/music")
-    argv = ("umount", "-f", "/mnt/music")
+    argv = ("umount", "-f", "--", "/mnt/music")
     board.answers[argv] = Result(argv, 32, err="target is busy\n")
 
     result = applier.run_plan(Plan(1, "tear-down", None, (Unmount("/mnt/music", required=True),), "t"),
                               reports()[1])
 
-    assert result == machine.PlanResult(False, "unmount /mnt/music: umount -f /mnt/music: exit 32: target is busy "
+    assert result == machine.PlanResult(False, "unmount /mnt/music: umount -f -- /mnt/music: exit 32: target is busy "
                                                "(gave up after 10 tries)")
 
 
@@ -454,7 +454,7 @@ def test_power_off_unmounts_lazily_syncs_then_shuts_down(setup):
     assert plan.power_off
     assert applier.run_plan(plan, reports()[1]).ok
     tail = [c for c in board.calls if c[0] in ("umount", "sync", "shutdown")]
-    assert tail == [("umount", "-fl", "/mnt/music"), ("sync",), ("shutdown", "-h", "now")]
+    assert tail == [("umount", "-fl", "--", "/mnt/music"), ("sync",), ("shutdown", "-h", "now")]
     assert board.mounts == {}
 
 
@@ -489,7 +489,7 @@ def test_autofs_bring_up_points_the_map_starts_autofs_and_mounts_by_looking(setu
         ("svstat", AUTOFS),
         ("svc", "-u", AUTOFS),
         ("svstat", AUTOFS),
-        ("ls", "-A", "/var/lib/mpd/MDrive"),
+        ("ls", "-A", "--", "/var/lib/mpd/MDrive"),
     ]
 
 
@@ -532,12 +532,12 @@ def test_autofs_tear_down_unmounts_then_stops_autofs(setup):
 
     assert applier.run_plan(plan, reports()[1]).ok
     assert [c for c in board.calls if c[0] in ("umount", "svc")] == [
-        ("svc", "-d", MPD), ("umount", "-f", "/mnt/auto/music"), ("svc", "-d", AUTOFS)]
+        ("svc", "-d", MPD), ("umount", "-f", "--", "/mnt/auto/music"), ("svc", "-d", AUTOFS)]
 
 
 # ---------------------------------------------------------------- a server that cannot answer
 
-DETACH = ("umount", "-i", "-f", "-l")
+DETACH = ("umount", "-i", "-f", "-l", "--")
 
 
 def test_a_silent_servers_share_leaves_the_autofs_map_then_is_detached_without_waiting(setup, tmp_path, caplog):
@@ -563,7 +563,7 @@ def test_a_silent_servers_share_leaves_the_autofs_map_then_is_detached_without_w
     assert caplog.text.index(f"took music out of {amap}") < caplog.text.index("unmounted /mnt/auto/music")
     assert clock.sleeps.count(machine.DETACH_POLL) == 1, "one look at mountinfo after starting the unmount"
     assert board.timeouts[board.calls.index((*DETACH, "/mnt/auto/music"))] == cfg.general.timeout
-    assert ("kitchen: unmounted /mnt/auto/music without waiting for the server (umount -i -f -l /mnt/auto/music "
+    assert ("kitchen: unmounted /mnt/auto/music without waiting for the server (umount -i -f -l -- /mnt/auto/music "
             "is still blocked in the kernel; left to end by itself)") in caplog.text
     assert f"kitchen: asked mpd to stop, not waiting: svc -d {MPD}" in caplog.text
 
@@ -614,7 +614,7 @@ def test_a_detach_that_never_takes_the_mount_away_gives_up_at_the_timeout(setup,
     assert applier.run_plan(plan, reports()[1]).ok, "the unmount is not required: the tear-down carries on"
     assert board.calls.count((*DETACH, "/mnt/music")) == 1, "a blocked call is not started again"
     assert 5.0 <= sum(clock.sleeps) <= 5.0 + machine.DETACH_POLL + 1e-9, "bounded by general.timeout"
-    assert "kitchen: unmount /mnt/music: still mounted 5 s after umount -i -f -l /mnt/music; carrying on" in caplog.text
+    assert "kitchen: unmount /mnt/music: still mounted 5 s after umount -i -f -l -- /mnt/music; carrying on" in caplog.text
     assert ("svc", "-d", MPD) in board.calls
 
 
@@ -628,7 +628,7 @@ def test_a_detach_the_kernel_refuses_is_retried_then_given_up(setup, caplog):
     plan = Plan(1, "tear-down", None, (Unmount("/mnt/music", unreachable=True),), "t")
     assert applier.run_plan(plan, reports()[1]).ok
     assert board.calls == [argv] * 3
-    assert ("kitchen: unmount /mnt/music: umount -i -f -l /mnt/music: exit 32: umount: /mnt/music: must be "
+    assert ("kitchen: unmount /mnt/music: umount -i -f -l -- /mnt/music: exit 32: umount: /mnt/music: must be "
             "superuser to unmount., still mounted (gave up after 3 tries); carrying on") in caplog.text
 
 

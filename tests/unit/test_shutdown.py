@@ -47,8 +47,8 @@ def test_systemd_plan_in_order_with_the_default_command():
         ("stop nmbd", ("systemctl", "stop", "nmbd.service")),
         ("stop nfs-server", ("systemctl", "stop", "nfs-server.service")),
         ("sync", ("sync",)),
-        ("unmount /MDrive", ("umount", "/MDrive")),
-        ("check that /MDrive is unmounted", ("mountpoint", "-q", "/MDrive")),
+        ("unmount /MDrive", ("umount", "--", "/MDrive")),
+        ("check that /MDrive is unmounted", ("mountpoint", "-q", "--", "/MDrive")),
         ("sync", ("sync",)),
         ("power off", ("shutdown", "-h", "now")),
     ]
@@ -70,8 +70,8 @@ def test_daemontools_services_mpdev_first_logs_last_then_svscan_and_usb_power_be
         ("stop the log of fserver (daemontools)", ("svc", "-d", "/service/fserver/log")),
         ("stop svscan (pid 812)", ("kill", "-TERM", "812")),
         ("sync", ("sync",)),
-        ("unmount /MDrive", ("umount", "/MDrive")),
-        ("check that /MDrive is unmounted", ("mountpoint", "-q", "/MDrive")),
+        ("unmount /MDrive", ("umount", "--", "/MDrive")),
+        ("check that /MDrive is unmounted", ("mountpoint", "-q", "--", "/MDrive")),
         ("sync", ("sync",)),
         ("cut USB power", ("uhubctl", "-a", "0", "-l", "2", "-p", "1,2")),
         ("power off", ("shutdown", "-h", "now")),
@@ -91,7 +91,7 @@ def test_a_reboot_unmounts_but_keeps_the_usb_power_on():
     c = cfg(shutdown__uhubctl_location="2")
     steps = shutdown.plan(c, ["-r", "+1"], MOUNTED)
     assert not any(s.argv[0] == "uhubctl" for s in steps)
-    assert ("umount", "/MDrive") in [s.argv for s in steps]
+    assert ("umount", "--", "/MDrive") in [s.argv for s in steps]
     assert steps[-1] == Step("reboot", ("shutdown", "-r", "+1"), guards_power=False)
     assert shutdown.power_note(c, ["-r", "+1"], MOUNTED) == "a reboot: the USB power stays on"
 
@@ -147,12 +147,12 @@ def test_a_busy_disk_keeps_the_usb_power_on_and_still_powers_off(caplog):
     calls, failed, sleeps = run_plan(cfg(shutdown__uhubctl_location="2", shutdown__services=""), [],
                                      Found(data_disk="/MDrive", disk_mounted=True),
                                      {("umount",): [busy], ("mountpoint",): [Result((), 0)]})
-    assert calls == [("sync",), ("umount", "/MDrive"), ("umount", "/MDrive"), ("umount", "/MDrive"),
-                     ("mountpoint", "-q", "/MDrive"), ("sync",), ("shutdown", "-h", "now")]
+    assert calls == [("sync",), ("umount", "--", "/MDrive"), ("umount", "--", "/MDrive"), ("umount", "--", "/MDrive"),
+                     ("mountpoint", "-q", "--", "/MDrive"), ("sync",), ("shutdown", "-h", "now")]
     assert failed == ["unmount /MDrive", "check that /MDrive is unmounted"]
     assert sleeps == [1.0, 1.0]
     text = caplog.text
-    assert ("musicpi: shutdown: unmount /MDrive failed: umount /MDrive: exit 32: umount: /MDrive: target is busy."
+    assert ("musicpi: shutdown: unmount /MDrive failed: umount -- /MDrive: exit 32: umount: /MDrive: target is busy."
             in text)
     assert "check that /MDrive is unmounted failed: /MDrive is still mounted" in text
     assert "musicpi: shutdown: USB power stays on: unmount /MDrive, check that /MDrive is unmounted failed" in text
@@ -164,7 +164,7 @@ def test_a_clean_unmount_cuts_the_power_after_the_second_sync():
                                                                                 "not loaded.")],
                                  ("mountpoint",): [Result((), 32)]})
     assert calls == [("systemctl", "stop", "mpd.service"), ("systemctl", "stop", "smbd.service"), ("sync",),
-                     ("umount", "/MDrive"), ("mountpoint", "-q", "/MDrive"), ("sync",),
+                     ("umount", "--", "/MDrive"), ("mountpoint", "-q", "--", "/MDrive"), ("sync",),
                      ("uhubctl", "-a", "0", "-l", "1-1"), ("shutdown", "-h", "now")]
     assert failed == []
 
