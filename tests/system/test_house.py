@@ -8,13 +8,16 @@ that power machines off last. Each leaves the house up for the next.
 
 from __future__ import annotations
 
+import difflib
 import re
+import shutil
 import time
 
 import pytest
 
 from tests.system.house import (
     BRING_UP_TIMEOUT,
+    Board,
     DEAD_TIME,
     MOUNTPOINT,
     SERVER_ADDRESS,
@@ -140,6 +143,45 @@ def pull_the_servers_cable(house, mode: str) -> None:
     board.assert_plays()
     if mode == "autofs":
         assert "#pistop-mdns-off#" not in board.guest.sh("cat /etc/autofs.mounts", timeout=60).out
+
+
+# Everything of a fresh board that the tool may touch, with checksums; mpd's own
+# runtime files (its state, database cache and stickers) change by playing.
+SNAPSHOT = r"""find /etc /var/lib/mpd /var/lib/pistop-mdns \
+  \( -path /var/lib/mpd/state -o -path /var/lib/mpd/sticker.sql -o -path /var/lib/mpd/tag_cache \) -prune \
+  -o -printf '%p %y %m %U:%G %l\n' 2>/dev/null | sort
+find /etc -type f -exec sha256sum {} + | sort"""
+
+
+def test_a_fresh_board_needs_only_apt_install_and_install_service(house):
+    """Issue 15: a third machine, bedroom, with Debian's own mpd.conf and nothing configured."""
+    deb = house.deb.rsplit("/", 1)[1]
+    guest = house.bed.add("bedroom", "198.18.0.13")
+    shutil.copyfile(house.server.share / deb, guest.share / deb)
+    guest.boot()
+    try:
+        guest.wait_ready()
+        # the owner's sound card: here mpd's null output, the only edit before the package
+        guest.sh("printf 'audio_output {\n  type \"null\"\n  name \"null\"\n}\n' >> /etc/mpd.conf", timeout=60)
+        before = guest.sh(SNAPSHOT, timeout=120).out
+        guest.sh(f"apt-get install -y -q --no-install-recommends /mnt/share/{deb}", timeout=600)
+        said = guest.sh("pistop-mdns install-service client 2>&1", timeout=300).out
+        assert "mount_mode autofs (guessed: autofs and nfs-common are installed" in said, said
+        board = Board(guest)
+        board.wait_log("bedroom: up with musicpi", None, BRING_UP_TIMEOUT)
+        assert f" - nfs4 {SERVER_ADDRESS}:/MDrive " in board.mounted()
+        conf = guest.sh("grep -A3 '^database' /etc/mpd.conf", timeout=60).out
+        assert f'host "{SERVER_ADDRESS}"' in conf, conf
+        board.assert_plays()
+        removed = guest.sh("pistop-mdns install-service client --remove 2>&1", timeout=300).out
+        assert "restored /etc/mpd.conf as it was" in removed, removed
+        guest.sh("apt-get purge -y -q pistop-mdns", timeout=600)
+        assert board.mounted() == ""
+        after = guest.sh(SNAPSHOT, timeout=120).out
+        assert after == before, "/etc is not as it was:\n" + "\n".join(
+            difflib.unified_diff(before.splitlines(), after.splitlines(), "before", "after", lineterm=""))
+    finally:
+        guest.kill()
 
 
 def test_a_pulled_cable_autofs_mode(house):
