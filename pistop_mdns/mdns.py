@@ -247,9 +247,15 @@ class Browser:
         assert self._zc is not None
         if settled:
             await asyncio.sleep(SETTLE_SECONDS)
-        info = AsyncServiceInfo(SERVICE_TYPE, name)
-        if not await info.async_request(self._zc.zeroconf, RESOLVE_TIMEOUT_MS):
-            log.debug("could not resolve %s in %d ms", name, RESOLVE_TIMEOUT_MS)
+        try:
+            info = AsyncServiceInfo(SERVICE_TYPE, name)
+            resolved = await info.async_request(self._zc.zeroconf, RESOLVE_TIMEOUT_MS)
+        except Exception as e:  # a name zeroconf itself refuses (control characters, bad length)
+            (self._settle if settled else self._tasks).pop(name, None)
+            self._reject(txt.Rejected(name, f"zeroconf cannot resolve this name ({type(e).__name__})"))
+            return
+        if not resolved:
+            log.debug("could not resolve %s in %d ms", txt.escape(name), RESOLVE_TIMEOUT_MS)
             return
         (self._settle if settled else self._tasks).pop(name, None)
         addresses = info.parsed_addresses()
@@ -280,10 +286,7 @@ class Browser:
         if not isinstance(result, txt.Rejected) and result.authenticated:
             result = self._check_newer(name, properties, result)
         if isinstance(result, txt.Rejected):
-            if name not in self._warned:
-                self._warned.add(name)
-                log.warning("ignoring %s: %s", txt.escape(name), result.reason)
-            self.on_event(result)
+            self._reject(result)
             return
         self._warned.discard(name)
         last = self._last.get(name)
@@ -292,6 +295,13 @@ class Browser:
             return  # e.g. only the (unsigned, unused) A records changed under a key
         props = {_text(k): _text(v) for k, v in properties.items()}
         self.on_event(Found(result, last is None, props))
+
+    def _reject(self, rejected: txt.Rejected) -> None:
+        """One warning per record name while it stays invalid, then silence."""
+        if rejected.name not in self._warned:
+            self._warned.add(rejected.name)
+            log.warning("ignoring %s: %s", txt.escape(rejected.name), rejected.reason)
+        self.on_event(rejected)
 
     def report_from_channel(self, name: str, properties: dict, address: str, port: int, host: str) -> None:
         """A record a server sent in its channel hello (a static server, reached without mDNS)."""

@@ -7,9 +7,10 @@ fails validation is never acted on.
 
 Keys (protocol 1): txtvers, proto, export, nfsvers, mpd_port, music, state,
 boot, ver; with a key also addrs (the server's addresses), ts (unix time) and
-mac (HMAC-SHA256 over the instance name, the SRV port and every other key, see
-auth.py). With a key the A/AAAA records are not used at all: anyone can send
-those, so the board uses the signed `addrs` only.
+host (the server's host name) and mac (HMAC-SHA256 over the instance name, the
+SRV port and every other key, see auth.py). With a key the A/AAAA records and
+the SRV target are not used at all: anyone can send those, so the board uses
+the signed `addrs` and `host` only.
 
 Names from the network may hold any UTF-8 (RFC 6763 4.1.1): instance names
 and unknown TXT values are escaped (`escape`) before they reach a log line,
@@ -79,13 +80,15 @@ def _mac_parts(instance: str, port: int, fields: Mapping[str, str]) -> tuple[str
 
 
 def encode(fields: Mapping[str, str], *, instance: str, key: bytes | None, now: float, port: int = 0,
-           addresses: list[str] | tuple[str, ...] = ()) -> dict[str, str]:
+           addresses: list[str] | tuple[str, ...] = (), host: str = "") -> dict[str, str]:
     """The TXT properties for `fields`; with a key, stamped with `now` and MACed
-    together with the instance name, the SRV port and the addresses."""
+    together with the instance name, the SRV port, the host name and the addresses."""
     out = {"txtvers": TXTVERS, "proto": str(PROTOCOL)}
     out.update({k: str(v) for k, v in fields.items()})
     if key is not None:
         out["addrs"] = ",".join(addresses)
+        if host:
+            out["host"] = host
         out["ts"] = str(int(now))
         out["mac"] = auth.mac(key, *_mac_parts(instance, port, out))
     return out
@@ -226,8 +229,14 @@ def _parse(name, properties, addresses, port, host, key, now, max_skew, ipv6):
                 f"check the clocks (NTP) of both hosts",
             )
         authenticated = True
-        # Only what the key proves: the signed addresses, not the A/AAAA records.
+        # Only what the key proves: the signed addresses and host name, not the
+        # A/AAAA records or the SRV target anyone can send.
         addresses = [a for a in (fields.get("addrs") or "").split(",") if a]
+        signed_host = fields.get("host")
+        if signed_host is not None:
+            if not is_host_name(signed_host):
+                return Rejected(name, f"host={escape(signed_host)[:80]!r} is not a plain host name")
+            host = signed_host
 
     usable = []
     for a in addresses:
@@ -242,7 +251,7 @@ def _parse(name, properties, addresses, port, host, key, now, max_skew, ipv6):
     usable.sort(key=lambda a: (":" in a, a))
 
     known = {"txtvers", "proto", "export", "nfsvers", "mpd_port", "music", "state",
-             "boot", "ver", "addrs", "ts", "mac"}
+             "boot", "ver", "addrs", "host", "ts", "mac"}
     extra = tuple(sorted((escape(k), escape(v or "")) for k, v in fields.items() if k not in known))
     return ServerAd(
         name=name,

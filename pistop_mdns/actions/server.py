@@ -142,7 +142,7 @@ class Server:
         self._txt = txt.encode(ad_fields(self.cfg, self.state, self.boot),
                           instance=txt.instance_of(self.name or f"{self.cfg.server.instance}.{SERVICE_TYPE}"),
                           key=self.key, now=self._signed_at, port=self.cfg.server.port,
-                          addresses=self.advertiser.addresses)
+                          addresses=self.advertiser.addresses, host=f"{self.cfg.general.hostname}.local.")
         return self._txt
 
     def _addresses(self) -> list[str]:

@@ -99,7 +99,8 @@ def test_signed_record_round_trip_and_forgeries():
 
 def signed(now=1000.0, **fields):
     body = {k: v for k, v in GOOD.items() if k not in ("txtvers", "proto")} | fields
-    return txt.encode(body, instance="musicpi", key=KEY, now=now, port=5555, addresses=["198.18.0.11"])
+    return txt.encode(body, instance="musicpi", key=KEY, now=now, port=5555, addresses=["198.18.0.11"],
+                      host="musicpi.local.")
 
 
 def test_with_a_key_the_signed_addresses_are_used_and_a_records_ignored():
@@ -108,6 +109,13 @@ def test_with_a_key_the_signed_addresses_are_used_and_a_records_ignored():
     assert ad.addresses == ("198.18.0.11",)
     assert parse(signed(), key=KEY, now=1100.0, addresses=[]).addresses == ("198.18.0.11",)
     assert parse(GOOD, addresses=["198.18.0.66"]).addresses == ("198.18.0.66",)  # without a key: the A record
+
+
+def test_with_a_key_the_signed_host_name_is_used_and_the_srv_target_ignored():
+    """A forged SRV record can name another target; {host} in mount_source must not follow it."""
+    ad = parse(signed(), key=KEY, now=1100.0, host="rogue.local.")
+    assert ad.host == "musicpi.local."
+    assert reason({**signed(), "host": "rogue.local."}, key=KEY, now=1100.0).startswith("MAC does not match")
 
 
 def test_the_srv_target_must_be_a_plain_host_name():
@@ -224,3 +232,24 @@ def test_a_signed_record_older_than_one_seen_is_a_replay_and_ignored(caplog):
     assert [e.ad.state for e in events if isinstance(e, mdns.Found)] == ["stopping", "up"]
     assert "before the record already seen" in events[2].reason
     assert len([r for r in caplog.records if "replayed" in r.getMessage()]) == 1
+
+
+def test_a_name_zeroconf_refuses_is_ignored_with_one_warning(caplog):
+    """zeroconf raises for some names (a control character); that is a rejected record too."""
+    import asyncio
+
+    async def scenario():
+        events = []
+        browser = mdns.Browser(events.append)
+        browser._zc = object()  # never reached: AsyncServiceInfo refuses the name first
+        name = "bell\x07._pistop._tcp.local."
+        with caplog.at_level(logging.WARNING, "pistop_mdns.mdns"):
+            await browser._resolve(name, settled=False)
+            await browser._resolve(name, settled=False)
+        return events
+
+    events = asyncio.run(scenario())
+    assert [type(e).__name__ for e in events] == ["Rejected", "Rejected"]
+    warnings = [r.getMessage() for r in caplog.records]
+    assert warnings == ["ignoring bell\\x07._pistop._tcp.local.: zeroconf cannot resolve this name "
+                        "(BadTypeInNameException)"]
