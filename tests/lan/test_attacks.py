@@ -257,6 +257,30 @@ def test_server_closes_odd_and_idle_connections_and_keeps_serving_boards(make_la
     assert "Traceback" not in k.server.text()
 
 
+# json.loads raises RecursionError, not ValueError, for a line nested this deep
+# (found while writing the fuzz suite, tests/lan/test_fuzz.py, which sends such lines too).
+NESTED = b"[" * 1000 + b"\n"
+
+
+def test_deeply_nested_json_ends_only_that_connection(make_lan, tmp_path):
+    lan = make_lan(["musicpi", "kitchen", "rogue"])
+    server = peers.server(lan["musicpi"], tmp_path)
+    server.wait("advertising", 30)
+    chan = wire.ChanAgent(lan["rogue"])
+    # as a client's hello: the server closes that connection
+    dialed = chan.dial("198.18.0.11", 5555, [["read"], wire.send(NESTED)], wait=30)
+    assert dialed["connected"] and dialed["closed"], (dialed, server.text())
+    # as a server's hello: the board dials again
+    chan.listen(5555, [[wire.send(NESTED), ["hold", 4]]])
+    rogue_service(lan["rogue"], "evil", 5555, plain_record())
+    board = peers.client(lan["kitchen"], tmp_path, "--server", "evil")
+    board.wait(r"server evil \(198\.18\.0\.13\) appeared -> ", 40)
+    wait_for(lambda: chan.connections() >= 3, 60, interval=0.5,
+             what=f"the board to dial the server again ({chan.out.text()})")
+    assert board.proc.poll() is None and server.proc.poll() is None
+    assert "Traceback" not in server.text() + board.text()
+
+
 # ---------------------------------------------------------------- names
 
 
