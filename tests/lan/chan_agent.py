@@ -6,7 +6,8 @@ Reads one JSON command per line on stdin and prints one JSON event per line:
 
   {"op": "listen", "host": IP, "port": P, "scripts": [S, ...]}
         serve every connection with the next script (round robin);
-        prints {"ev": "listening"}, then per connection {"ev": "conn", "n": N}
+        prints {"ev": "listening"}, then per connection {"ev": "conn", "n": N,
+        "queued": B} (B: it got a script from "queue")
         and, when its script ended, {"ev": "done", "n": N, "closed": BOOL}
         (closed: the peer closed the connection itself).
   {"op": "queue", "scripts": [S, ...]}
@@ -80,8 +81,9 @@ class Agent:
     async def serve(self, reader, writer) -> None:
         n = self.count
         self.count += 1
-        script = self.queued.pop(0) if self.queued else self.scripts[n % len(self.scripts)]
-        say({"ev": "conn", "n": n})
+        queued = bool(self.queued)
+        script = self.queued.pop(0) if queued else self.scripts[n % len(self.scripts)]
+        say({"ev": "conn", "n": n, "queued": queued})
         closed = await run_script(reader, writer, script)
         writer.close()
         say({"ev": "done", "n": n, "closed": closed})

@@ -3,9 +3,9 @@
     python3 mdns_agent.py IP [--capture]
 
 Binds UDP port 5353 (shared, as mDNS responders do) on the host, joins
-224.0.0.251 on IP and prints "ready". Each line on stdin is one datagram in hex,
-sent as is to 224.0.0.251:5353 from port 5353 out of IP; "sent N" (or "error
-...") follows each. With --capture, every datagram heard is printed as
+224.0.0.251 on IP and prints "ready". Each line "tx HEX" on stdin is one datagram (also an
+empty one), sent as is to 224.0.0.251:5353 from port 5353 out of IP; "sent N"
+(or "error ...") follows each. With --capture, every datagram heard is printed as
 "rx SOURCE HEX". Ends at the end of stdin.
 """
 
@@ -45,10 +45,9 @@ if capture:
     threading.Thread(target=listen, daemon=True).start()
 say("ready")
 for line in sys.stdin:
-    line = line.strip()
-    if not line:
+    if not line.startswith("tx "):
         continue
     try:
-        say(f"sent {sock.sendto(bytes.fromhex(line), (GROUP, PORT))}")
+        say(f"sent {sock.sendto(bytes.fromhex(line[3:].strip()), (GROUP, PORT))}")
     except (OSError, ValueError) as e:
         say(f"error {e}")

@@ -64,12 +64,18 @@ def txt_bytes(props: dict[str, str]) -> bytes:
     return out
 
 
-def response(*records) -> bytes:
-    """One multicast response datagram holding `records` as answers (TTLs as given)."""
+def responses(*records) -> list[bytes]:
+    """Multicast response datagrams holding `records` as answers (TTLs as given);
+    zeroconf splits them over several datagrams when they do not fit in one."""
     out = DNSOutgoing(const._FLAGS_QR_RESPONSE | const._FLAGS_AA, True, 0)
     for record in records:
         out.add_answer_at_time(record, 0)
-    packets = out.packets()
+    return out.packets()
+
+
+def response(*records) -> bytes:
+    """One multicast response datagram holding `records` as answers."""
+    packets = responses(*records)
     assert len(packets) == 1, "keep forged responses to one datagram"
     return packets[0]
 
@@ -127,7 +133,7 @@ class MdnsAgent:
         assert self.proc.stdin is not None
         for packet in packets:
             mark = self.out.mark()
-            self.proc.stdin.write(packet.hex() + "\n")
+            self.proc.stdin.write(f"tx {packet.hex()}\n")
             self.proc.stdin.flush()
             self.sent += 1
             self.out.wait(r"^(sent|error) ", timeout, start=mark)
@@ -201,8 +207,8 @@ class ChanAgent:
     def connections(self) -> int:
         return self.out.count(r'"ev": "conn"')
 
-    def finished(self) -> int:
-        return self.out.count(r'"ev": "done"')
+    def served_from_queue(self) -> int:
+        return self.out.count(r'"ev": "conn", "n": \d+, "queued": true')
 
     def dial(self, address: str, port: int, script: list, wait: float = 15) -> dict:
         self._ids += 1
