@@ -155,7 +155,8 @@ class FuzzLan:
         return [packet for source, packet in self.mdns.heard() if source in real]
 
     def processes(self) -> dict[str, Output]:
-        return {**{f"server {n}": o for n, o in self.servers.items()}, **{f"board {n}": o for n, o in self.boards.items()}}
+        return {**{f"server {n}": o for n, o in self.servers.items()},
+                **{f"board {n}": o for n, o in self.boards.items()}}
 
     def mark(self) -> None:
         """From here on, the invariants are checked on new output only."""
@@ -307,8 +308,8 @@ def mdns_inputs(captured: list[bytes], real_txt: dict[str, dict[str, str]]) -> s
     goodbyes = st.sampled_from([KEYED, UNKEYED]).map(lambda n: ("goodbye", goodbye(n)))
     raw_labels = st.lists(st.one_of(st.binary(min_size=1, max_size=70),
                                     st.tuples(st.integers(0, 255), st.binary(max_size=10))), min_size=1, max_size=5)
-    tails = st.one_of(st.just(b"\x00"), st.binary(min_size=2, max_size=2).map(lambda b: bytes([0xC0 | b[0] & 0x3F, b[1]])),
-                      st.just(b"\xc0\x0c"), st.just(b""))
+    pointer = st.binary(min_size=2, max_size=2).map(lambda b: bytes([0xC0 | b[0] & 0x3F, b[1]]))
+    tails = st.one_of(st.just(b"\x00"), pointer, st.just(b"\xc0\x0c"), st.just(b""))
     bad_name = st.builds(wire.raw_name, raw_labels, tails)
     bad_labels = st.builds(
         lambda name, type_, rdata, count: ("bad labels", wire.raw_response(
