@@ -12,6 +12,8 @@ Reads one JSON command per line on stdin and prints one JSON event per line:
         (closed: the peer closed the connection itself).
   {"op": "queue", "scripts": [S, ...]}
         serve the next connections with these scripts first, once each.
+  {"op": "clear"}
+        forget the scripts still queued; prints {"ev": "cleared", "n": N}.
   {"op": "dial", "id": X, "host": H, "port": P, "script": S, "wait": SECONDS}
         connect, run S as the client, then wait up to SECONDS for the peer to
         close; prints {"ev": "dialed", "id": X, "connected": B, "closed": B}.
@@ -108,6 +110,9 @@ class Agent:
         elif op == "queue":
             self.queued.extend(cmd["scripts"])
             say({"ev": "queued", "n": len(self.queued)})
+        elif op == "clear":
+            say({"ev": "cleared", "n": len(self.queued)})
+            self.queued.clear()
         elif op == "dial":
             connected, closed = await self.dial(cmd["host"], cmd["port"], cmd["script"], cmd["wait"])
             say({"ev": "dialed", "id": cmd["id"], "connected": connected, "closed": closed})

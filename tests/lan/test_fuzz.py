@@ -4,9 +4,11 @@ keyed and an unkeyed server and board, all real processes on the simulated LAN
 (tests/lan/fuzzing.py says which and what is checked). bench/fuzz.py runs the same
 for longer. PISTOP_FUZZ_CASES sets the number of generated inputs (default 40, plus 10 fixed ones).
 
-Every input is written to inputs.log in the test's temporary directory, so a
-failure can be replayed by hand; the failing input is the last line (an action
-the board takes later than at once shows up in a later check).
+Every input is written to inputs.log in the test's temporary directory (one JSON
+object a line; `bench/fuzz.py --replay FILE` sends them again in order), and on a
+failure every process's output too. The failing input is the last line or one
+shortly before (an action a board takes later than at once shows up in a later
+check).
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ def test_fuzzed_mdns_and_channel_input_moves_no_keyed_board_and_stops_no_loop(tm
         try:
             fuzzing.run(fz, CASES, stats)
             fz.finish()
+        except BaseException:
+            fz.dump(tmp_path)  # every process's output next to inputs.log
+            raise
         finally:
             fz.close()
     print(f"fuzz: {sum(stats.kinds.values())} inputs: "

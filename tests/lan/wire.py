@@ -207,6 +207,12 @@ class ChanAgent:
     def connections(self) -> int:
         return self.out.count(r'"ev": "conn"')
 
+    def clear(self) -> int:
+        """Forget the queued scripts; how many there were."""
+        mark = self.out.mark()
+        self._command({"op": "clear"})
+        return self._event(r'"ev": "cleared"', mark, 20)["n"]
+
     def served_from_queue(self) -> int:
         return self.out.count(r'"ev": "conn", "n": \d+, "queued": true')
 
