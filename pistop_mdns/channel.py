@@ -122,7 +122,7 @@ async def read_message(reader: asyncio.StreamReader, timeout: float | None = Non
         raise ChannelError("line too long")
     try:
         msg = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):  # "[[[[..." a thousand deep is a RecursionError
         raise ChannelError("not a JSON line") from None
     if not isinstance(msg, dict) or not isinstance(msg.get("t"), str) or len(msg["t"]) > 16:
         raise ChannelError("not a channel message")
