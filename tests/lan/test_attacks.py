@@ -319,17 +319,13 @@ def test_names_with_terminal_and_shell_characters_never_reach_a_command_line(mak
     assert kitchen.find(ACTION) is None
 
 
-# ---------------------------------------------------------------- open defects (strict xfail:
-# each fails today and turns the suite red once fixed, so the marker gets removed)
+# ---------------------------------------------------------------- defects these tests found (fixed)
 
 
-@pytest.mark.xfail(strict=True, reason="the SRV target is not signed, yet {host} in mount_source uses it "
-                                       "(reported to the lead, not fixed here)")
 def test_forged_srv_target_never_reaches_a_keyed_boards_mount_source(make_lan, tmp_path):
-    """The man page allows {host} in mount_source and autofs_location and says a forged
-    SRV record cannot move a keyed board to another host. The MAC covers the SRV port
-    but not its target, so a forged SRV with the real port and another target passes;
-    nothing is planned at once, but the next bring-up mounts the attacker's host."""
+    """{host} in mount_source: a forged SRV with the real port and another target once
+    passed (the MAC covered the port, not the target) and the next bring-up mounted the
+    attacker's host. The host name is signed in TXT now and the SRV target unused."""
     k = Keyed(make_lan, tmp_path, "--mount-source", "{host}:{export}")
     assert k.board.find(r"would mount musicpi\.local:/srv/music")
     mark, seen = k.board.mark(), k.witness.mark()
@@ -339,18 +335,16 @@ def test_forged_srv_target_never_reaches_a_keyed_boards_mount_source(make_lan, t
     k.assert_untouched(mark)
     # the next bring-up: the server's cable out for longer than the dead time, then back in
     k.lan["musicpi"].cable(False)
-    k.board.wait(r"server musicpi silent for 10 s .* -> stop mpd", 40, start=mark)
+    k.board.wait(r"server musicpi silent for 10 s .* -> ask mpd to stop", 40, start=mark)
     back = k.board.mark()
     k.lan["musicpi"].cable(True)
     _, line = k.board.wait(r"plan \d+ step \d+/\d+: would mount ", 90, start=back)
     assert "would mount musicpi.local:/srv/music" in line, k.board.text()
 
 
-@pytest.mark.xfail(strict=True, reason="zeroconf refuses the name in Browser._resolve (BadTypeInNameException) "
-                                       "and the record is dropped without the one warning (reported, not fixed here)")
 def test_a_name_zeroconf_refuses_is_ignored_with_one_warning(make_lan, tmp_path):
-    """An instance name with an ASCII control character: never acted on (that holds), but
-    DESIGN.md promises one warning per record that fails validation, and there is none."""
+    """An instance name with an ASCII control character, which zeroconf itself refuses:
+    never acted on, and one warning, as for any record that fails validation."""
     lan = make_lan(["kitchen", "rogue"])
     agent = wire.MdnsAgent(lan["rogue"])
     board = peers.client(lan["kitchen"], tmp_path)
