@@ -181,7 +181,7 @@ def test_a_busy_mount_is_given_up_and_a_power_off_unmounts_it_lazily_after_sync(
     # stopping (no power-off): umount -f fails on the busy mount, twice, then a warning
     mark = client.mark()
     first.send_signal(signal.SIGTERM)
-    client.wait(rf"warning: kitchen: unmount {mountpoint}: umount -f {mountpoint}: exit 32: .*target is busy.* "
+    client.wait(rf"warning: kitchen: unmount {mountpoint}: umount -f -- {mountpoint}: exit 32: .*target is busy.* "
                 rf"\(gave up after 2 tries\); carrying on", 60, start=mark)
     client.wait(r"kitchen: could not tell the server|kitchen: told the server this board is down", 30, start=mark)
     assert is_mounted(kitchen, mountpoint)

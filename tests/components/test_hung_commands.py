@@ -62,7 +62,7 @@ def test_a_hung_umount_is_killed_and_the_client_carries_on(make_lan, tmp_path):
     client.wait("kitchen: up with musicpi", 60)
     mark = client.mark()
     first.send_signal(signal.SIGTERM)
-    client.wait(rf"warning: kitchen: unmount {mountpoint}: umount -f {mountpoint}: no answer, killed after the "
+    client.wait(rf"warning: kitchen: unmount {mountpoint}: umount -f -- {mountpoint}: no answer, killed after the "
                 rf"timeout \(gave up after 2 tries\)", 60, start=mark)
     client.wait(r"kitchen: (told|could not tell) the server", 30, start=mark)
     assert not processes_named(kitchen, "sleep 600"), "the hung umount was not killed"

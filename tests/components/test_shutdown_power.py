@@ -129,7 +129,7 @@ def test_mpdev_and_svscan_are_stopped_the_disk_unmounted_then_usb_power_cut(mach
     log = proc.stderr
     print(log)
     steps = [f"stop mpdev (daemontools): done (svc -d {service_dir}/mpdev: down",
-             f"stop svscan (pid {svscan.pid}): done", f"unmount {disk}: done (umount {disk})",
+             f"stop svscan (pid {svscan.pid}): done", f"unmount {disk}: done (umount -- {disk})",
              f"check that {disk} is unmounted: done", "cut USB power: done (uhubctl -a 0 -l 2)",
              "power off: done"]
     where = [log.find(f"musicpi: shutdown: {s}") for s in steps]
@@ -147,7 +147,7 @@ def test_a_busy_disk_stays_mounted_and_powered_and_the_power_off_still_runs(mach
              what="the shell to work on the disk")
     proc = shutdown()
     assert proc.returncode == 1, proc.stderr
-    assert f"musicpi: shutdown: unmount {disk} failed: umount {disk}: exit 32" in proc.stderr
+    assert f"musicpi: shutdown: unmount {disk} failed: umount -- {disk}: exit 32" in proc.stderr
     assert "target is busy" in proc.stderr
     assert f"check that {disk} is unmounted failed: {disk} is still mounted" in proc.stderr
     assert (f"musicpi: shutdown: USB power stays on: unmount {disk}, check that {disk} is unmounted failed"

@@ -25,7 +25,14 @@ def server(host: Host, tmp_path, *extra: str) -> Output:
 
 
 def client(host: Host, tmp_path, *extra: str) -> Output:
+    """A dry-run board with its own mpd.conf (a proxy block, as a configured board has), so
+    that what this machine's /etc/mpd.conf holds never changes what the board says."""
     state = tmp_path / f"state-{host.name}"
+    if "--mpd-conf" not in extra:
+        conf = tmp_path / f"mpd-{host.name}.conf"
+        if not conf.exists():
+            conf.write_text('database {\n    plugin "proxy"\n    host "MusicPI"\n    port "6600"\n}\n')
+        extra = ("--mpd-conf", str(conf), *extra)
     return start(host, "client", "--dry-run", "--mount-mode", "direct", "--mountpoint", "/mnt/music",
                  "--state-dir", str(state), *extra)
 

@@ -96,7 +96,8 @@ def test_a_renamed_keyed_server_is_signed_for_its_new_name_at_once(make_lan, tmp
     right away, not at the next refresh (150 s later)."""
     lan = make_lan(["musicpi", "attic", "kitchen"])
     key = peers.make_key(tmp_path)
-    peers.server(lan["musicpi"], tmp_path, "--key-file", key)
+    # the first must own the name before the second probes for it, or either may be renamed
+    peers.server(lan["musicpi"], tmp_path, "--key-file", key).wait(r"musicpi: advertising musicpi\._pistop", 30)
     second = peers.server(lan["attic"], tmp_path, "--instance", "musicpi", "--key-file", key)
     second.wait(r"advertising as musicpi-2", 30)
 
