@@ -1086,23 +1086,21 @@ def undo_board_setup(cfg: Config, installer: Installer) -> int:
 
     services = Services(cfg, installer.runner)
 
-    def restart_mpd() -> None:
+    def if_running(service: str, verb: str, why: str) -> None:
+        """Restart or reload `service` when it runs (said, not done, on a dry run)."""
         if installer.dry_run or not installer.live:
             if installer.live:
-                installer.echo("would restart mpd, if it runs, on the restored mpd.conf")
+                installer.echo(f"would {verb} {service}, if it runs, {why}")
             return
-        if services.is_running("mpd"):
-            outcome = services.restart("mpd")
-            (log.info if outcome.ok else log.warning)("restart mpd on the restored mpd.conf: %s", outcome.detail)
+        if services.is_running(service):
+            outcome = getattr(services, verb)(service)
+            (log.info if outcome.ok else log.warning)("%s %s %s: %s", verb, service, why, outcome.detail)
+
+    def restart_mpd() -> None:
+        if_running("mpd", "restart", "on the restored mpd.conf")
 
     def reload_autofs() -> None:
-        if installer.dry_run or not installer.live:
-            if installer.live:
-                installer.echo("would reload autofs, if it runs, so it lets go of the share")
-            return
-        if services.is_running("autofs"):
-            outcome = services.reload("autofs")
-            (log.info if outcome.ok else log.warning)("reload autofs without the removed map: %s", outcome.detail)
+        if_running("autofs", "reload", "so it lets go of the share")
 
     reloaded: list[bool] = []
 

@@ -141,7 +141,7 @@ def test_a_board_nobody_configured_sets_itself_up_plays_and_is_taken_back(make_l
         assert removed.returncode == 0, removed.stderr
         assert "restored /etc/mpd.conf as it was before pistop-mdns changed it" in removed.stderr
         assert "restart mpd on the restored mpd.conf: svc -t" in removed.stderr
-        assert "reload autofs without the removed map: svc -h" in removed.stderr
+        assert "reload autofs so it lets go of the share: svc -h" in removed.stderr
         after = state_of_the_board(kitchen)
         assert sorted(set(after) - set(before)) == [] and sorted(set(before) - set(after)) == [], (
             removed.stderr + sh(kitchen, "grep MDrive /proc/self/mountinfo || true") + autofs.out.text())
