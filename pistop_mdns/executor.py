@@ -16,6 +16,7 @@ That difference is handled here and nowhere else.
 from __future__ import annotations
 
 import logging
+import atexit
 import os
 import shlex
 import signal
@@ -72,6 +73,20 @@ class Result:
 # minutes. This is how long the runner waits for it before leaving it behind.
 KILL_GRACE = 2.0
 
+# The process groups of commands still running. Each has its own session (so
+# a timeout kills what it started), which also means it would outlive this
+# process: at exit they are killed, as systemd does to the unit's cgroup.
+_RUNNING: set[int] = set()
+
+
+@atexit.register
+def _kill_running() -> None:
+    for pgid in list(_RUNNING):
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except OSError:
+            pass
+
 
 class Started:
     """A command that runs: ask for its `result`, or go on without it.
@@ -89,6 +104,7 @@ class Started:
         self._expired = threading.Event()
         self._done_by: object = running
         self._result: Result | None = None
+        _RUNNING.add(running.process.pid)
         self._timer = threading.Timer(limit, self._kill)
         self._timer.daemon = True
         self._timer.start()
@@ -108,6 +124,7 @@ class Started:
             self._done_by = e
         finally:
             self._timer.cancel()
+            _RUNNING.discard(self._running.process.pid)
             self._finished.set()
 
     @property
