@@ -218,6 +218,8 @@ class Browser:
         self._settle: dict[str, asyncio.Task] = {}
         self._last: dict[str, tuple] = {}  # what was last reported for each name
         self._newest: dict[str, int] = {}  # with a key: the newest signature time seen per name
+        self._boot: dict[str, str] = {}  # with a key: the boot id of that newest record
+        self._past_boots: dict[str, set[str]] = {}  # boots a newer boot has replaced: never back
         self._sources: dict[str, set[str]] = {}  # where each reported record is known from: mdns, channel
         self._warned: set[str] = set()
 
@@ -319,13 +321,26 @@ class Browser:
             self.on_event(Lost(name))
 
     def _check_newer(self, name: str, properties: dict, ad: ServerAd) -> ServerAd | txt.Rejected:
-        """A signed record older than one already seen is a replay (or a stale cache): ignored."""
+        """A signed record older than one already seen is a replay (or a stale cache): ignored.
+
+        So is any record of a boot that a newer boot of the server has replaced:
+        boot ids are random per start, so an earlier boot never speaks again, and
+        its records (a captured `stopping`, say) cannot come back even when they
+        were signed within the same second as the new boot's first record.
+        """
         ts = txt.signed_at(properties)
         newest = self._newest.get(name)
+        past = self._past_boots.setdefault(name, set())
+        if ad.boot in past:
+            return txt.Rejected(name, f"signed by an earlier boot ({txt.escape(ad.boot)}) of a server that has "
+                                      f"started again since: replayed by another host")
         if ts is None or newest is not None and ts < newest:
             return txt.Rejected(name, f"signed at {ts}, before the record already seen ({newest}): "
                                       f"replayed by another host, or the server's clock went back")
-        self._newest[name] = ts
+        current = self._boot.get(name)
+        if current is not None and current != ad.boot:
+            past.add(current)
+        self._newest[name], self._boot[name] = ts, ad.boot
         return ad
 
     async def close(self) -> None:

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 
-from pistop_mdns import SERVICE_TYPE, __version__, auth, channel, commands, mdns, statefile, txt
+from pistop_mdns import SERVICE_TYPE, __version__, auth, channel, commands, files, mdns, statefile, txt
 from pistop_mdns.config import SOURCE_DEFAULT, Config
 from pistop_mdns.executor import Runner
 from pistop_mdns.model import STATE_POWEROFF, STATE_RESTART, STATE_STOPPING, STATE_UP
@@ -130,7 +130,7 @@ class Server:
                                          on_command=self._command, on_change=self._write_state, boot=self.boot,
                                          record=lambda: self._txt)
         self._revert: asyncio.Task | None = None
-        self._signed_at = 0
+        self._signed_at = self._last_signed()
         self._txt: dict[str, str] = {}  # what the record says now
         self.stop = asyncio.Event()
         self.since = time.time()
@@ -139,11 +139,38 @@ class Server:
         # Boards ignore a signed record older than one they have seen (a
         # replay): every new signature is at least a second after the last.
         self._signed_at = max(int(time.time()), self._signed_at + 1)
+        self._keep_signed()
         self._txt = txt.encode(ad_fields(self.cfg, self.state, self.boot),
                           instance=txt.instance_of(self.name or f"{self.cfg.server.instance}.{SERVICE_TYPE}"),
                           key=self.key, now=self._signed_at, port=self.cfg.server.port,
                           addresses=self.advertiser.addresses, host=f"{self.cfg.general.hostname}.local.")
         return self._txt
+
+    # Two signatures in one second put the counter ahead of the clock, so a
+    # server started again at once could sign its first record no later than
+    # the last one of its previous run (a `stopping` a host may have captured).
+    # The counter is kept in the state directory and carries on from there.
+
+    def _signed_path(self) -> str:
+        return os.path.join(self.cfg.general.state_dir, "server.signed-at")
+
+    def _last_signed(self) -> int:
+        if self.key is None:
+            return 0
+        try:
+            with open(self._signed_path()) as f:
+                return max(0, int(f.read().strip()))
+        except (OSError, ValueError):
+            return 0  # none yet, or unreadable: the clock alone (the board also rejects an earlier boot)
+
+    def _keep_signed(self) -> None:
+        if self.key is None:
+            return
+        try:
+            os.makedirs(self.cfg.general.state_dir, exist_ok=True)
+            files.atomic_write(self._signed_path(), f"{self._signed_at}\n", backup_suffix=None)
+        except OSError as e:
+            log.debug("cannot keep the signature time in %s: %s", self._signed_path(), e.strerror)
 
     def _addresses(self) -> list[str]:
         return [i.address for i in mdns.local_interfaces(self.cfg.general.interfaces, self.ipv6)]

@@ -143,3 +143,19 @@ def test_asking_systemd_why_we_stop_does_not_stall_the_event_loop(tmp_path):
         await task
 
     asyncio.run(asyncio.wait_for(scenario(), 10))
+
+
+def test_a_server_started_again_at_once_signs_after_its_previous_run(tmp_path):
+    """Three signatures in one second put the counter two seconds ahead of the
+    clock; the next run carries on after it, so its first record is newer than
+    the last one (a `stopping` a host may have captured) of the run before."""
+    first = make_server(tmp_path)
+    stamps = [int(first._properties()["ts"]) for _ in range(3)]
+    assert stamps == sorted(set(stamps))
+    again = make_server(tmp_path)  # same state directory, same machine
+    assert int(again._properties()["ts"]) > stamps[-1]
+
+
+def test_an_unreadable_signature_time_is_only_the_clock(tmp_path):
+    (tmp_path / "server.signed-at").write_text("garbage\n")
+    assert int(make_server(tmp_path)._properties()["ts"]) > 0

@@ -234,6 +234,25 @@ def test_a_signed_record_older_than_one_seen_is_a_replay_and_ignored(caplog):
     assert len([r for r in caplog.records if "replayed" in r.getMessage()]) == 1
 
 
+def test_a_record_of_a_boot_that_a_newer_boot_replaced_is_a_replay_even_within_the_same_second(caplog):
+    """Found on CI: a server stopped and started again within the second its last
+    signature carried (the counter runs ahead of the clock when it signs twice in
+    a second), so the captured `stopping` was not older than the new boot's `up`."""
+    events = []
+    browser = mdns.Browser(events.append, key=KEY, now=lambda: 1005.0)
+    stopping = signed(now=1001.0, state="stopping", boot="first")
+    browser.report(NAME, signed(now=1000.0, boot="first"), [], 5555, "musicpi.local.")
+    browser.report(NAME, stopping, [], 5555, "musicpi.local.")
+    browser.report(NAME, signed(now=1001.0, boot="second"), [], 5555, "musicpi.local.")  # started again
+    with caplog.at_level(logging.WARNING, "pistop_mdns.mdns"):
+        browser.report(NAME, stopping, [], 5555, "musicpi.local.")  # captured, sent again
+    assert [type(e).__name__ for e in events] == ["Found", "Found", "Found", "Rejected"]
+    assert [(e.ad.boot, e.ad.state) for e in events if isinstance(e, mdns.Found)] == \
+        [("first", "up"), ("first", "stopping"), ("second", "up")]
+    assert "earlier boot (first)" in events[3].reason
+    assert len([r for r in caplog.records if "replayed" in r.getMessage()]) == 1
+
+
 def test_a_name_zeroconf_refuses_is_ignored_with_one_warning(caplog):
     """zeroconf raises for some names (a control character); that is a rejected record too."""
     import asyncio
