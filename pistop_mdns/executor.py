@@ -15,8 +15,8 @@ That difference is handled here and nowhere else.
 
 from __future__ import annotations
 
-import logging
 import atexit
+import logging
 import os
 import shlex
 import signal
