@@ -217,8 +217,7 @@ class Browser:
         self._tasks: dict[str, asyncio.Task] = {}
         self._settle: dict[str, asyncio.Task] = {}
         self._last: dict[str, tuple] = {}  # what was last reported for each name
-        self._newest: dict[str, int] = {}  # with a key: the newest signature time seen per name
-        self._boot: dict[str, str] = {}  # with a key: the boot id of that newest record
+        self._newest: dict[str, tuple[int, str]] = {}  # with a key: (signature time, boot) of the newest record
         self._past_boots: dict[str, set[str]] = {}  # boots a newer boot has replaced: never back
         self._sources: dict[str, set[str]] = {}  # where each reported record is known from: mdns, channel
         self._warned: set[str] = set()
@@ -329,7 +328,7 @@ class Browser:
         were signed within the same second as the new boot's first record.
         """
         ts = txt.signed_at(properties)
-        newest = self._newest.get(name)
+        newest, current = self._newest.get(name, (None, None))
         past = self._past_boots.setdefault(name, set())
         if ad.boot in past:
             return txt.Rejected(name, f"signed by an earlier boot ({txt.escape(ad.boot)}) of a server that has "
@@ -337,10 +336,9 @@ class Browser:
         if ts is None or newest is not None and ts < newest:
             return txt.Rejected(name, f"signed at {ts}, before the record already seen ({newest}): "
                                       f"replayed by another host, or the server's clock went back")
-        current = self._boot.get(name)
         if current is not None and current != ad.boot:
             past.add(current)
-        self._newest[name], self._boot[name] = ts, ad.boot
+        self._newest[name] = (ts, ad.boot)
         return ad
 
     async def close(self) -> None:

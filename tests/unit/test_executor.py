@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
+import time
 
 import pytest
 
@@ -99,27 +102,18 @@ def test_dry_run_and_missing_programs_are_finished_at_once():
 def test_a_command_still_running_when_the_program_exits_is_killed_with_it(tmp_path):
     """Each command has its own session, so nothing else would end it: a client
     stopped during a hung unmount must not leave the umount behind."""
-    import subprocess
-    import sys
-    import time
-
     pidfile = tmp_path / "pid"
-    script = ("from pistop_mdns.executor import Runner\n"
+    script = ("import os, time\n"
+              "from pistop_mdns.executor import Runner\n"
               f"Runner().start(['sh', '-c', 'echo $$ > {pidfile}; exec sleep 1000'], timeout=1000)\n"
-              "import time\n"
-              f"while not __import__('os').path.exists({str(pidfile)!r}): time.sleep(0.01)\n")
+              f"while not os.path.exists({str(pidfile)!r}): time.sleep(0.01)\n")
     subprocess.run([sys.executable, "-c", script], check=True, timeout=BOUND,
                    env={**os.environ, "PYTHONPATH": os.getcwd()})
     pid = int(pidfile.read_text())
     deadline = time.monotonic() + BOUND
-    while time.monotonic() < deadline:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
-                    break  # killed, not yet reaped by init
-        except FileNotFoundError:
-            break
+    # gone ("?"), or killed and not yet reaped by init ("Z")
+    while executor._proc_state(pid) not in ("?", "Z"):
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            pytest.fail(f"sleep (pid {pid}) outlived the program that started it")
         time.sleep(0.05)
-    else:
-        os.kill(pid, signal.SIGKILL)
-        pytest.fail(f"sleep (pid {pid}) outlived the program that started it")
