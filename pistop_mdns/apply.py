@@ -33,7 +33,8 @@ from pistop_mdns.model import (
 
 log = logging.getLogger(__name__)
 
-# Sends this client's state ("up"/"down") to its server; False when it could not.
+# Sends this client's state ("up", "down", or "off": down and powering off) to
+# its server; False when it could not.
 Reporter = Callable[[str], bool]
 
 
@@ -83,6 +84,8 @@ def describe_action(action: Action) -> str:
             return f"stop {service}" if wait else f"ask {service} to stop (not waiting)"
         case Notify(message=message):
             return f"notify the LCD/desktop: {message}"
+        case ReportState(state="off"):
+            return "tell the server this board is down and powers off now"
         case ReportState(state=state):
             return f"tell the server this board is {state}"
         case Backup():

@@ -12,7 +12,7 @@ up), and remote commands. Protocol 1, one JSON object per line:
     server: {"t": "welcome", "mac": M}                 (or "error", then close)
     both:   {"t": "hb", "seq": S, "mac": M}            every heartbeat
     server: {"t": "notice", "reason": R, "seq": S, "mac": M}
-    client: {"t": "state", "state": "up"|"down", "seq": S, "mac": M}
+    client: {"t": "state", "state": "up"|"down"|"off", "seq": S, "mac": M}
     client: {"t": "command", "cmd": "shutdown", "args": [...], "seq": S, "mac": M}
     server: {"t": "result", "ok": true, "msg": "...", "seq": S, "mac": M}
 
@@ -23,6 +23,11 @@ pass for it. Every later message carries a MAC made with a session key
 derived from both nonces, labelled with its direction, over a sequence
 number that must grow: a recorded message cannot be replayed in another
 session, twice in one, or reflected back to its sender.
+
+A board that powers off says "off" instead of "down" (torn down, powering off).
+The server's shutdown helper then waits, bounded, until that board is gone:
+its connection closed and its address no longer answering (`answers`).
+
 Without a key the "mac" fields are absent and anyone on the LAN could speak
 for a server; the client says so once in its log.
 
@@ -526,9 +531,36 @@ class ClientInfo:
     address: str
     since: float  # wall-clock time
     last_heard: float  # monotonic
-    state: str = "unknown"
+    state: str = "unknown"  # then what the client says: up, down, or off (powering off now)
     authenticated: bool = False
     session: Session | None = field(default=None, repr=False)
+    peer: tuple = ()  # the socket address it connected from (with an IPv6 scope), for `answers`
+
+
+# A port nothing listens on as a rule (discard): a host that is on answers a
+# connection there, if only with a refusal; a host that is off does not.
+PROBE_PORT = 9
+PROBE_TIMEOUT = 1.0
+
+
+async def answers(peer: tuple, timeout: float = PROBE_TIMEOUT) -> bool:
+    """Whether the host at `peer` (a socket address) is still on: its kernel
+    answers a TCP connection, accepted or refused, within `timeout`."""
+    if not peer:
+        return False
+    family = socket.AF_INET6 if ":" in peer[0] else socket.AF_INET
+    address = (peer[0], PROBE_PORT, *peer[2:])
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    try:
+        await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, address), timeout)
+        return True
+    except ConnectionRefusedError:
+        return True
+    except (OSError, asyncio.TimeoutError):  # no route, host unreachable, no answer at all
+        return False
+    finally:
+        sock.close()
 
 
 class Listener:
@@ -551,6 +583,10 @@ class Listener:
         self._waiting = 0
         self._handshakes = asyncio.Semaphore(MAX_PENDING)
         self.notice: str | None = None
+        # Clients that said they power off: name -> the socket address they
+        # were at, until they are gone (see `wait_clients_off`).
+        self.powering_off: dict[str, tuple] = {}
+        self.answers: Callable[[tuple], Awaitable[bool]] = answers
 
     async def start(self, port: int, host: str | list[str] | None = None) -> int:
         """Listen; returns the port (useful with port 0)."""
@@ -578,6 +614,8 @@ class Listener:
         """Tell every connected client why the server stops (before the record goes),
         or, with None, that it is up again after all."""
         self.notice = reason
+        if reason is None:
+            self.powering_off.clear()
         await asyncio.gather(*(self._send_notice(c, reason or "up") for c in list(self.clients.values())),
                              return_exceptions=True)
 
@@ -586,7 +624,7 @@ class Listener:
             await asyncio.wait_for(c.session.send({"t": "notice", "reason": reason}), 2)
 
     def up_clients(self) -> list[ClientInfo]:
-        return [c for c in self.clients.values() if c.state != "down"]
+        return [c for c in self.clients.values() if c.state not in ("down", "off")]
 
     async def wait_clients_down(self, timeout: float) -> list[ClientInfo]:
         """Wait until every connected client reported "down" (or left); returns those still up."""
@@ -594,6 +632,26 @@ class Listener:
         while self.up_clients() and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
         return self.up_clients()
+
+    async def wait_clients_off(self, timeout: float, interval: float = 0.5) -> tuple[list[str], list[str]]:
+        """Wait until every client that said it powers off is gone: its connection
+        closed and its address unanswered twice in a row. Returns (those that
+        went off, those still on)."""
+        deadline = time.monotonic() + timeout
+        quiet: dict[str, int] = {}
+        off: list[str] = []
+        while True:
+            connected = {c.name for c in self.clients.values() if c.state == "off"}
+            gone = {name: peer for name, peer in self.powering_off.items() if name not in connected}
+            on = await asyncio.gather(*(self.answers(peer) for peer in gone.values()))
+            for (name, peer), answered in zip(gone.items(), on):
+                quiet[name] = 0 if answered else quiet.get(name, 0) + 1
+                if quiet[name] >= 2 and self.powering_off.pop(name, None) is not None:
+                    off.append(name)
+                    log.info("client %s is off: %s no longer answers", name, plain_address(peer[0]))
+            if not self.powering_off or time.monotonic() >= deadline:
+                return off, sorted(self.powering_off)
+            await asyncio.sleep(interval)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
@@ -624,7 +682,8 @@ class Listener:
         self._ids += 1
         cid = self._ids
         info = ClientInfo(client, address, time.time(), time.monotonic(),
-                          authenticated=session.session_key is not None, session=session)
+                          authenticated=session.session_key is not None, session=session,
+                          peer=tuple(peer) if peer else ())
         self.clients[cid] = info
         log.info("client %s (%s) connected%s", info.name, address,
                  " (authenticated)" if info.authenticated else "")
@@ -636,10 +695,15 @@ class Listener:
             while True:
                 msg = await session.receive(max(10.0, self.heartbeat * 5))
                 info.last_heard = time.monotonic()
-                if msg["t"] == "state" and msg.get("state") in ("up", "down"):
+                if msg["t"] == "state" and msg.get("state") in ("up", "down", "off"):
                     if info.state != msg["state"]:
                         info.state = msg["state"]
-                        log.info("client %s is %s", info.name, info.state)
+                        if info.state == "off":
+                            self.powering_off[info.name] = info.peer
+                        else:  # it did not power off after all
+                            self.powering_off.pop(info.name, None)
+                        log.info("client %s is %s", info.name,
+                                 "powering off" if info.state == "off" else info.state)
                         self.on_change()
                 elif msg["t"] == "command":
                     await self._command(session, info, msg)

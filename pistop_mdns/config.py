@@ -241,8 +241,9 @@ KEYS: tuple[Key, ...] = (
     _k("shutdown", "data_disk", "str", "",
        "Mount point of the data disk to unmount before power-off (pistop's MDRIVE on the "
        "server; default: the mount that holds the export, unless that is /).", envvar="MDRIVE"),
-    _k("shutdown", "clients_timeout", "float", 30.0,
-       "Seconds to wait for connected clients to report they are down.",
+    _k("shutdown", "clients_timeout", "float", 60.0,
+       "Seconds to wait, at most, for connected clients to report they are down and for "
+       "those that power off to be off (connection closed, address silent).",
        minimum=0, maximum=600),
     _k("shutdown", "uhubctl_location", "str", "",
        "uhubctl hub location (-l) whose USB power is cut at a power-off, only after the "

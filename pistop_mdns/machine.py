@@ -438,10 +438,11 @@ class MachineApplier:
         return self.notifier.send(a.message)
 
     def _report_state(self, a: ReportState, plan: Plan, memory: _PlanMemory, report: Reporter) -> str:
+        what = "down and powers off now" if a.state == "off" else a.state
         if report(a.state):
-            return f"told the server this board is {a.state}"
+            return f"told the server this board is {what}"
         # Normal in a tear-down: the server is usually gone already.
-        return f"could not tell the server this board is {a.state} (no channel)"
+        return f"could not tell the server this board is {what} (no channel)"
 
     def _backup(self, a: Backup, plan: Plan, memory: _PlanMemory, report: Reporter) -> str:
         from pistop_mdns.backup import run_backup  # the backup command's module; only needed here
@@ -460,6 +461,7 @@ class MachineApplier:
         argv = commands.poweroff(self.cfg.client.poweroff_command)
         r = self.runner.run(argv, timeout=self.timeout)
         if not r.ok:
+            report("down")  # not off after all: the server's shutdown must not wait for it
             raise StepFailed(f"power off: {r.summary()}")
         return f"powering off: {r.command}"
 

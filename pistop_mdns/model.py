@@ -250,7 +250,7 @@ class Notify:
 
 @dataclass(frozen=True)
 class ReportState:
-    """Tell the server over the channel that this client is "up" or "down"."""
+    """Tell the server over the channel that this client is "up", "down" or "off" (powering off now)."""
 
     state: str
     required: bool = False

@@ -237,7 +237,9 @@ def tear_down(plan_id: int, ad: ServerAd | None, address: str, leave: Leave, s: 
     steps += [
         RunHook("post_unmount", env),
         Notify("PowerOff" if leave.power_off else "MusicOff"),
-        ReportState("down"),
+        # "off": down, and about to power off; the server's shutdown waits
+        # until this board is gone.
+        ReportState("off" if leave.power_off else "down"),
     ]
     if leave.power_off:
         steps += [Sync(), PowerOff()]

@@ -352,15 +352,18 @@ def _story(lan: lanmod.Lan, house: House, services: contextlib.ExitStack, narrat
     for name in CLIENTS:
         clients[name].wait(r"powering off: ", WAIT, start=marks[name])
         lanmod.wait_for(house.powered_off(name).exists, WAIT, what=f"{name}'s power-off stand-in")
+        code = clients[name].proc.wait(WAIT)
         say(f"would power off now ({time.monotonic() - began:.2f} s after the shutdown began; "
-            f"poweroff_command is a stand-in here)", name)
+            f"poweroff_command is a stand-in here); `pistop-mdns client` exited with status {code}, as it "
+            f"does before a real power-off", name)
+    say(f"{SERVER} waits until each board is off (its address silent): the demo unplugs them, as their power "
+        f"going would")
+    for name in CLIENTS:
+        lan[name].link(False)
     code = shutdown.proc.wait(WAIT)
     lanmod.wait_for(house.powered_off(SERVER).exists, WAIT, what=f"{SERVER}'s power-off stand-in")
     say(f"would power off now (`pistop-mdns shutdown` exited with status {code}, {time.monotonic() - began:.2f} s "
         f"after it began; [shutdown] command is a stand-in here)", SERVER)
-    for name in CLIENTS:
-        code = clients[name].proc.wait(WAIT)
-        say(f"`pistop-mdns client` exited with status {code}, as it does before a real power-off", name)
     say(f"the power-off would also stop `pistop-mdns server` on {SERVER}: stopping it (SIGTERM)")
     server.proc.send_signal(signal.SIGTERM)
     server.proc.wait(WAIT)

@@ -350,8 +350,13 @@ class Server:
                 if self._revert is None:
                     self._revert = asyncio.ensure_future(self._revert_later())
                 wait = float(msg.get("wait", 30))
+                deadline = time.monotonic() + wait
                 still = await self.listener.wait_clients_down(wait)
-                result = {"t": "result", "ok": not still, "still_up": [c.name for c in still], "told": told}
+                # A board that powers off is off before this host goes (its
+                # shutdown runs on while this one's would): wait for that too.
+                off, on = await self.listener.wait_clients_off(max(0.0, deadline - time.monotonic()))
+                result = {"t": "result", "ok": not still and not on, "still_up": [c.name for c in still],
+                          "still_on": on, "told": told, "off": off}
             elif msg.get("t") == "announce" and msg.get("reason") == STATE_UP:
                 await self._back_up("the shutdown helper says the power-off failed")
                 result = {"t": "result", "ok": True}

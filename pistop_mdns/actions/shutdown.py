@@ -3,7 +3,8 @@
 The successor of pistop's pishutdown. On the server, in this order:
   1. tell the running `pistop-mdns server` to announce `poweroff` (or, for a
      reboot, `stopping`) and wait, bounded, until every connected client
-     reports it is down (mpd stopped, share unmounted);
+     reports it is down (mpd stopped, share unmounted), and every client that
+     powers off is off (its connection closed, its address silent);
   2. stop every daemontools service that supervise runs in service_dir
      (mpdev keeps files open on the disk; [shutdown] services first, then the
      rest, then their log services), each until svstat says it is down, then
@@ -361,6 +362,11 @@ def run_local(cfg: Config, args: list[str], runner: Runner | None = None, *,
         elif answer:
             told = answer.get("told", [])
             log.info("%s: all %d client(s) are down%s", host, len(told), f": {', '.join(told)}" if told else "")
+        if answer and answer.get("off"):
+            log.info("%s: powered off: %s", host, ", ".join(answer["off"]))
+        if answer and answer.get("still_on"):
+            log.warning("%s: said they power off but still answer after %g s: %s; going on", host, wait,
+                        ", ".join(answer["still_on"]))
         from pistop_mdns.actions.server import own_unit
 
         found = survey(cfg, runner, own_unit())

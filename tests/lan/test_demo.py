@@ -148,13 +148,17 @@ def test_full_demo_plays_music_in_the_rooms_and_leaves_nothing_behind():
         r"kitchen  would power off now",
         r"bedroom  would power off now",
         r"musicpi  all 2 client\(s\) are down: ",
+        r"musicpi  powered off: (kitchen, bedroom|bedroom, kitchen)\n",
         r"musicpi  shutdown: stop mpd \(daemontools\): done \(svc -d .*/musicpi/service/mpd: down ",
         r"musicpi  would power off now \(`pistop-mdns shutdown` exited with status 0",
-        r"bedroom  `pistop-mdns client` exited with status 0",
+        r"bedroom  would power off now .*`pistop-mdns client` exited with status 0",
         rf"left behind: nothing \(no {prefix}\d+-\* namespace",
     ]:
         assert re.search(pattern, out), f"{pattern!r} not in the demo's output:\n{out}"
     assert out.index("act 2: ") < out.index("silent for 5 s") < out.index("act 3: ")
+    # the boards are off before the server goes
+    assert out.index("bedroom  would power off now") < out.index("musicpi  powered off: ") < \
+        out.index("musicpi  shutdown: sync: done") < out.index("musicpi  would power off now")
 
     # and nothing is left: namespaces, processes, files
     assert not [ns for ns in namespaces() if ns.startswith(prefix)]

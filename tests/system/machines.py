@@ -261,6 +261,13 @@ class Guest:
         out = (self.share / "out" / f"{number}.out").read_text(errors="replace")
         return int(rc_file.read_text()), out
 
+    def said(self, number: int) -> str:
+        """What script `number` wrote so far (also after the guest went off)."""
+        try:
+            return (self.share / "out" / f"{number}.out").read_text(errors="replace")
+        except OSError:
+            return ""
+
     def sh(self, script: str, timeout: float = 60, check: bool = True) -> Result:
         """Run a shell script in the guest (as root) and wait for it, `timeout` s at most.
 

@@ -258,9 +258,16 @@ def test_shutdown_powers_the_board_off_before_the_server(house):
     board.wait_log(UP, after, BRING_UP_TIMEOUT)
     board.assert_plays()
     asked = time.monotonic()
-    house.server.submit("pistop-mdns shutdown", timeout=300)
+    helper = house.server.submit("pistop-mdns shutdown", timeout=300)
     board_off = board.guest.wait_off(300)
     server_off = house.server.wait_off(300)
     print(f"\npistop-mdns shutdown -> board off {board_off - asked:.1f} s -> server off {server_off - asked:.1f} s")
+    said = house.server.said(helper)
     assert board_off < server_off, (f"the server was off {board_off - server_off:.1f} s before the board:\n"
-                                    f"{house.server.tail()}\n{board.guest.tail()}")
+                                    f"{said}\n{house.server.tail()}\n{board.guest.tail()}")
+    # Not by luck: the server's helper went on only once the board no longer answered.
+    lines = [re.sub(r"^<\d>", "", line) for line in said.splitlines()]  # journal priorities
+    assert "musicpi: all 1 client(s) are down: kitchen" in lines, said
+    assert "musicpi: powered off: kitchen" in lines, said
+    assert lines.index("musicpi: powered off: kitchen") < next(
+        i for i, line in enumerate(lines) if line.startswith("musicpi: shutdown: sync: done")), said

@@ -393,3 +393,70 @@ def test_a_static_host_that_does_not_resolve_is_tried_again_with_one_warning(cap
     assert [r.getMessage() for r in caplog.records] == [
         "static server no-such-host.invalid:5555: no address for no-such-host.invalid (not in /etc/hosts or DNS?); "
         "trying again"]
+
+
+async def said_off(listener, name="kitchen"):
+    for _ in range(100):
+        if name in listener.powering_off:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"the listener never heard {name} say off")
+
+
+def test_a_board_that_says_off_is_waited_for_until_its_address_stops_answering():
+    async def scenario():
+        listener = channel.Listener("musicpi", KEY, heartbeat=0.05)
+        probes = []
+        answering = [True, True, False, True, False, False]  # one silent probe alone is not enough
+
+        async def answers(peer):
+            probes.append(peer[0])
+            return answering.pop(0)
+
+        listener.answers = answers
+        port = await listener.start(0, "127.0.0.1")
+        events = Events()
+        f = follower(events, KEY)
+        f.follow({"musicpi": ("127.0.0.1", port)})
+        await events.wait("up")
+        await f.report("musicpi", "down")
+        await f.report("musicpi", "off")
+        await said_off(listener)
+        # still connected: not probed, still on when the time is up
+        assert await listener.wait_clients_off(0.3, interval=0.05) == ([], ["kitchen"])
+        assert probes == []
+        await f.close()  # its power-off command ended the client
+        assert await listener.wait_clients_off(5, interval=0.01) == (["kitchen"], [])
+        assert probes == ["127.0.0.1"] * 6 and answering == []
+        assert listener.powering_off == {}
+        await listener.close()
+
+    run(scenario())
+
+
+def test_a_board_whose_power_off_failed_is_not_waited_for():
+    async def scenario():
+        listener = channel.Listener("musicpi", None, heartbeat=0.05)
+        port = await listener.start(0, "127.0.0.1")
+        events = Events()
+        f = follower(events)
+        f.follow({"musicpi": ("127.0.0.1", port)})
+        await events.wait("up")
+        await f.report("musicpi", "off")
+        await said_off(listener)
+        await f.report("musicpi", "down")  # the power-off command failed
+        assert await listener.wait_clients_down(3) == []
+        assert await listener.wait_clients_off(3) == ([], [])
+        await f.close()
+        await listener.close()
+
+    run(scenario())
+
+
+def test_a_host_that_is_on_answers_even_on_a_closed_port():
+    async def scenario():
+        assert await channel.answers(("127.0.0.1", 0))  # refused: on
+        assert await channel.answers(("::1", 0, 0, 0))
+        assert not await channel.answers(())
+
+    run(scenario())

@@ -207,7 +207,7 @@ def test_announced_poweroff_powers_off_only_when_configured():
     assert not up().feed(ServerSeen(10.0, ad(state="poweroff"))).power_off
     plan = up(replace(S, power_off=True)).feed(ServerSeen(10.0, ad(state="poweroff")))
     assert plan.power_off
-    assert kinds(plan)[-3:] == [ReportState, Sync, PowerOff]
+    assert plan.actions[-3:] == (ReportState("off"), Sync(), PowerOff())
     assert Notify("PowerOff") in plan.actions
     assert Unmount("/mnt/music", lazy=False) in plan.actions
 
@@ -283,7 +283,7 @@ def test_a_crash_with_poweroff_on_crash_still_unmounts_without_waiting():
     plan = d.feed(Tick(15.0))
     assert plan.power_off
     assert Unmount("/mnt/music", lazy=True, unreachable=True) in plan.actions
-    assert kinds(plan)[-3:] == [ReportState, Sync, PowerOff]
+    assert plan.actions[-3:] == (ReportState("off"), Sync(), PowerOff())
 
 
 def test_an_announced_stop_is_not_unreachable():

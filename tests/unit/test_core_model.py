@@ -24,6 +24,7 @@ from pistop_mdns.model import (
     Heartbeat,
     PlanFinished,
     PowerOff,
+    ReportState,
     ServerAd,
     ServerGone,
     ServerNotice,
@@ -193,6 +194,7 @@ class ClientCore(RuleBasedStateMachine):
             if s.keyed and by_word:
                 assert life.authenticated  # nothing powers off on an unauthenticated word
             assert isinstance(plan.actions[-1], PowerOff) and isinstance(plan.actions[-2], Sync)
+            assert ReportState("off") in plan.actions and ReportState("down") not in plan.actions
         names = [type(a) for a in plan.actions]
         if Unmount in names:  # mpd stops (its state saved) before the share goes
             assert StopService in names[:names.index(Unmount)]

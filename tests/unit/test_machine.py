@@ -452,7 +452,9 @@ def test_power_off_unmounts_lazily_syncs_then_shuts_down(setup):
     plan = tear_down_plan(cfg, reason="poweroff")
 
     assert plan.power_off
-    assert applier.run_plan(plan, reports()[1]).ok
+    said, report = reports()
+    assert applier.run_plan(plan, report).ok
+    assert said == ["off"]
     tail = [c for c in board.calls if c[0] in ("umount", "sync", "shutdown")]
     assert tail == [("umount", "-fl", "--", "/mnt/music"), ("sync",), ("shutdown", "-h", "now")]
     assert board.mounts == {}
@@ -464,7 +466,9 @@ def test_a_failing_power_off_fails_the_plan(setup):
     board.answers[("poweroff-now",)] = Result(("poweroff-now",), None, not_found=True)
     plan = tear_down_plan(cfg, reason="poweroff")
 
-    assert applier.run_plan(plan, reports()[1]) == machine.PlanResult(False, "power off: poweroff-now: command not found")
+    said, report = reports()
+    assert applier.run_plan(plan, report) == machine.PlanResult(False, "power off: poweroff-now: command not found")
+    assert said == ["off", "down"]  # the server's shutdown must not wait for a board that stays on
 
 
 # ---------------------------------------------------------------- autofs

@@ -105,6 +105,26 @@ def test_a_failed_shutdown_brings_the_server_back_up(tmp_path):
     asyncio.run(asyncio.wait_for(scenario(), 10))
 
 
+def test_the_announcement_answers_once_the_boards_that_power_off_are_off(tmp_path):
+    async def scenario():
+        srv = make_server(tmp_path)
+        srv.advertiser = FakeAdvertiser()
+        srv.name = "musicpi._pistop._tcp.local."
+        srv.listener.powering_off = {"kitchen": ("198.18.0.12", 40000), "attic": ("198.18.0.13", 40001)}
+        silent_after = {"198.18.0.12": 3, "198.18.0.13": 10 ** 6}  # the attic never goes off
+
+        async def answers(peer):
+            silent_after[peer[0]] -= 1
+            return silent_after[peer[0]] >= 0
+
+        srv.listener.answers = answers
+        result = await control(srv, {"t": "announce", "reason": "poweroff", "wait": 2})
+        assert (result["ok"], result["off"], result["still_on"], result["still_up"]) == \
+            (False, ["kitchen"], ["attic"], [])
+
+    asyncio.run(asyncio.wait_for(scenario(), 10))
+
+
 def test_a_shutdown_that_never_happens_is_undone_after_a_while(tmp_path, monkeypatch):
     monkeypatch.setattr(server, "REVERT_AFTER", 0.2)
 

@@ -288,3 +288,22 @@ def test_a_power_off_that_fails_tells_the_server_it_is_up_again(monkeypatch, rc,
     runner = Recorder({("/usr/local/bin/off",): [Result((), rc, err="refused")]})
     assert shutdown.run_local(c, [], runner) == (1 if rc else 0)
     assert said == told
+
+
+def test_the_helper_says_which_boards_went_off_and_which_still_answer(monkeypatch, caplog):
+    async def announce(state_dir, reason, wait):
+        return {"t": "result", "ok": False, "told": ["kitchen", "attic", "den"], "still_up": [],
+                "off": ["kitchen", "attic"], "still_on": ["den"]}
+
+    monkeypatch.setattr(shutdown, "announce", announce)
+    monkeypatch.setattr(shutdown, "survey", lambda *a, **kw: Found())
+    c = cfg(shutdown__command="/usr/local/bin/off", general__service_manager="none",
+            general__hostname="musicpi")
+    caplog.set_level("INFO")
+    assert shutdown.run_local(c, [], Recorder({})) == 0
+    lines = [r.getMessage() for r in caplog.records]
+    assert "musicpi: all 3 client(s) are down: kitchen, attic, den" in lines
+    assert "musicpi: powered off: kitchen, attic" in lines
+    assert "musicpi: said they power off but still answer after 60 s: den; going on" in lines
+    assert lines.index("musicpi: powered off: kitchen, attic") < next(
+        i for i, line in enumerate(lines) if "power off: done" in line)
