@@ -8,12 +8,16 @@ overwrites what caches hold for that name), keeps it for SECONDS, then sends
 goodbyes. It prints "registered" once the announcement went out.
 """
 
+import signal
 import socket
 import sys
 import time
 
 from zeroconf import ServiceInfo, Zeroconf
 
+# SIGINT ends the sleep (and sends the goodbyes) even when whatever started
+# the tests ran them in the background of a shell, which ignores SIGINT there.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 ip, instance, port, seconds, txt_hex = sys.argv[1:6]
 zc = Zeroconf(interfaces=[ip])
 info = ServiceInfo(
