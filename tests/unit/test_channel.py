@@ -47,6 +47,16 @@ def run(coro):
     return asyncio.run(asyncio.wait_for(coro, 20))
 
 
+async def linked(listener: channel.Listener, key=None) -> tuple[channel.Follower, Events, int]:
+    """`listener` started on loopback and a board's follower connected to it."""
+    port = await listener.start(0, "127.0.0.1")
+    events = Events()
+    f = follower(events, key)
+    f.follow({"musicpi": ("127.0.0.1", port)})
+    await events.wait("up")
+    return f, events, port
+
+
 @pytest.mark.parametrize("key", [None, KEY])
 def test_client_connects_heartbeats_reports_and_gets_the_notice(key):
     async def scenario():
@@ -171,11 +181,7 @@ def test_remote_command_needs_a_key():
 def test_follower_reconnects_after_the_server_comes_back():
     async def scenario():
         listener = channel.Listener("musicpi", None, heartbeat=0.05)
-        port = await listener.start(0, "127.0.0.1")
-        events = Events()
-        f = follower(events)
-        f.follow({"musicpi": ("127.0.0.1", port)})
-        await events.wait("up")
+        f, events, port = await linked(listener)
         await listener.close()
         await events.wait("lost")
         events.items.clear()
@@ -414,11 +420,7 @@ def test_a_board_that_says_off_is_waited_for_until_its_address_stops_answering()
             return answering.pop(0)
 
         listener.answers = answers
-        port = await listener.start(0, "127.0.0.1")
-        events = Events()
-        f = follower(events, KEY)
-        f.follow({"musicpi": ("127.0.0.1", port)})
-        await events.wait("up")
+        f, _, _ = await linked(listener, KEY)
         await f.report("musicpi", "down")
         await f.report("musicpi", "off")
         await said_off(listener)
@@ -437,11 +439,7 @@ def test_a_board_that_says_off_is_waited_for_until_its_address_stops_answering()
 def test_a_board_whose_power_off_failed_is_not_waited_for():
     async def scenario():
         listener = channel.Listener("musicpi", None, heartbeat=0.05)
-        port = await listener.start(0, "127.0.0.1")
-        events = Events()
-        f = follower(events)
-        f.follow({"musicpi": ("127.0.0.1", port)})
-        await events.wait("up")
+        f, _, _ = await linked(listener)
         await f.report("musicpi", "off")
         await said_off(listener)
         await f.report("musicpi", "down")  # the power-off command failed
